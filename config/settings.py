@@ -62,6 +62,7 @@ class Settings(BaseSettings):
 
     # --- worker ---------------------------------------------------------------------
     worker_web_port: int = Field(6066, description="Faust web/metrics port of a worker.")
+    worker_web_host: str = Field("127.0.0.1", description="Bind address of the worker web.")
     broker_session_timeout: float = Field(
         10.0, description="Consumer session timeout (s); short because Tansu's first "
         "JoinGroup completes only after half of it."

@@ -1,0 +1,68 @@
+"""The Faust application: ``faust -A topology worker``.
+
+Thin on purpose: configuration from the settings, explicit topic creation before any
+consumer subscribes, and the web endpoints. Agents live in their own modules.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from config.settings import Settings, get_settings
+from topology.topics import ensure_topics, pipeline_topics
+
+log = logging.getLogger(__name__)
+
+
+class TickflowApp(faust.App):
+    """A Faust app that creates its topics itself (never by broker auto-creation)."""
+
+    tickflow_settings: Settings
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        settings = self.tickflow_settings
+        counts = await ensure_topics(
+            settings.bootstrap_servers, pipeline_topics(settings), settings.topic_replication
+        )
+        log.info("topics ready: %s", counts)
+
+
+def create_app(settings: Settings) -> TickflowApp:
+    app = TickflowApp(
+        settings.app_id,
+        broker=settings.broker_url,
+        store="rocksdb://",
+        datadir=str(settings.state_dir / "worker-data"),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        broker_session_timeout=settings.broker_session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.broker_session_timeout / 4),
+        producer_acks=settings.producer_acks,
+        processing_guarantee="at_least_once",
+        web_port=settings.worker_web_port,
+        web_bind=settings.worker_web_host,
+        web_host=settings.worker_web_host,
+        consumer_auto_offset_reset="earliest",
+    )
+    app.tickflow_settings = settings
+    return app
+
+
+settings = get_settings()
+app = create_app(settings)
+
+ticks_topic = app.topic(
+    settings.topic_ticks,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.topic_partitions,
+)
+
+
+@app.page("/metrics")
+async def metrics(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)

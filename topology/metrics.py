@@ -1,0 +1,22 @@
+"""Prometheus metrics of a worker, served on its web port at ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TICKS_CONSUMED = Counter("tickflow_worker_ticks_consumed_total", "Tick records consumed")
+TICK_ERRORS = Counter(
+    "tickflow_worker_tick_errors_total", "Tick records that could not be decoded", ["kind"]
+)
+REDIS_WRITES = Counter("tickflow_worker_redis_hashes_written_total", "tick:{token} hashes written")
+REDIS_ERRORS = Counter("tickflow_worker_redis_errors_total", "Failed Redis writes (retried)")
+FLUSH_SECONDS = Histogram(
+    "tickflow_worker_redis_flush_seconds",
+    "Duration of one pipelined Redis flush",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TOKENS_SEEN = Gauge("tickflow_worker_tokens_seen", "Distinct tokens mirrored by this worker")
+LAST_EVENT_TIME = Gauge(
+    "tickflow_worker_last_event_time_seconds", "Latest exchange time seen (epoch seconds)"
+)
+INSTRUMENTS_LOADED = Gauge("tickflow_worker_instruments_loaded", "Instrument master rows in Redis")
