@@ -23,6 +23,9 @@ SEGMENT_BCD = 6
 SEGMENT_MCX = 7
 SEGMENT_MCXSX = 8
 SEGMENT_INDICES = 9
+#: NCDEX commodities: not in Zerodha's public docs, but the official client maps 12 to a
+#: 10,000 divisor, and its packets do arrive.
+SEGMENT_NCO = 12
 
 SEGMENT_NAMES = {
     SEGMENT_NSE: "NSE",
@@ -34,14 +37,15 @@ SEGMENT_NAMES = {
     SEGMENT_MCX: "MCX",
     SEGMENT_MCXSX: "MCXSX",
     SEGMENT_INDICES: "INDICES",
+    SEGMENT_NCO: "NCO",
 }
 
 
 def price_divisor(segment: int) -> float:
-    """Kite sends prices as integers; CDS and BCD carry more decimal places."""
+    """Kite sends prices as integers; CDS, BCD and NCO carry more decimal places."""
     if segment == SEGMENT_CDS:
         return 10_000_000.0
-    if segment == SEGMENT_BCD:
+    if segment in (SEGMENT_BCD, SEGMENT_NCO):
         return 10_000.0
     return 100.0
 

@@ -52,7 +52,7 @@ def coalesce(values: Iterable[bytes], stats: DecodeStats) -> dict[int, tuple[Tic
         try:
             record = tick_envelope.decode(value)
         except tick_envelope.EnvelopeError:
-            stats.count("bad_envelope")
+            stats.add_error("bad_envelope")
             continue
         tick = decode_packet(record.packet, stats)
         if tick is not None:
@@ -86,7 +86,7 @@ async def mirror_ticks(stream: AsyncIterator[bytes]) -> None:
         ):
             latest = coalesce(batch, stats)
             metrics.TICKS_CONSUMED.inc(len(batch))
-            for kind, total in stats.errors().items():
+            for kind, total in stats.errors.items():
                 metrics.TICK_ERRORS.labels(kind).inc(total - reported.get(kind, 0))
                 reported[kind] = total
             started = time.perf_counter()
