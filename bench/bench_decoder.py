@@ -6,6 +6,10 @@ packets per frame), timed in the same process, best of several repeats with the 
 collector paused (as ``timeit`` does) so a collection does not land in one side's run. A
 sample of the decoded values is checked against the official client first: a fast decoder
 that is wrong is worthless, so the command exits 1 if any value differs.
+
+Our ticks carry the market depth unbuilt (``core.tick.Depth`` builds its levels when they
+are first read), so the last row also reads every tick's bids and asks: what a consumer of
+the whole book pays, against the official client that always builds it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from core.kite_protocol import DecodeStats, decode_frame, encode_ticks, split_frame
-from core.tick import DepthLevel, Mode, Tick, price_divisor
+from core.tick import Depth, DepthLevel, Mode, Tick, price_divisor
 
 #: (segment, share of instruments, typical price, tick size) of a typical subscription:
 #: an option chain dominates, then equities, a few futures, currency, indices.
@@ -86,7 +90,8 @@ def _realistic_tick(rng: random.Random, inst: Instrument, now: int) -> Tick:
         inst.token, mode, True, last, rng.randrange(1, 2000), grid(last * 0.999), volume,
         rng.randrange(0, 10**7), rng.randrange(0, 10**7), close, grid(last * 1.02),
         grid(last * 0.97), close, None, now - rng.randrange(0, 5),
-        rng.randrange(0, 10**7) if inst.segment == 2 else 0, 0, 0, now, bids, asks,
+        rng.randrange(0, 10**7) if inst.segment == 2 else 0, 0, 0, now,
+        Depth.from_levels(bids, asks, div),
     )  # fmt: skip
 
 
@@ -182,12 +187,20 @@ class Row:
         return self.official_s / self.ours_s
 
 
-def measure(name: str, frames: Sequence[bytes], repeats: int) -> Row:
+def measure(name: str, frames: Sequence[bytes], repeats: int, read_book: bool = False) -> Row:
+    """Both decoders on ``frames``; with ``read_book`` ours also reads every tick's bids
+    and asks (the depth is built lazily, so a consumer that reads it pays for it there)."""
     official = _official_parser()
     packets = sum(len(split_frame(f)) for f in frames)
     stats = DecodeStats()
 
     def run_ours() -> None:
+        if read_book:
+            for frame in frames:
+                for tick in decode_frame(frame, stats):
+                    if tick.depth is not None:
+                        _ = tick.depth.bids, tick.depth.asks
+            return
         for frame in frames:
             decode_frame(frame, stats)
 
@@ -229,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kind_frames = _single_kind(frames, length)
         if kind_frames:
             rows.append(measure(label, kind_frames, max(3, args.repeats // 2)))
+    rows.append(measure("mixed, depth read", frames, max(3, args.repeats // 2), read_book=True))
 
     print()
     print("| frames | packets | ours packets/s | official packets/s | ours us/packet | ratio |")

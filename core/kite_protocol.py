@@ -6,8 +6,11 @@ This module is the tick hot path (every packet of every instrument passes throug
 * one precompiled :class:`struct.Struct` per packet kind and one ``unpack_from`` per
   packet, straight out of the frame (no per-field unpacking, no slicing of the frame into
   packet copies);
-* dispatch on the packet length through a dict, prices divided by a per-segment divisor
-  looked up in a 256-entry tuple;
+* the market depth of a full packet is not decoded: its 120 bytes come out of that same
+  ``unpack_from`` into a :class:`core.tick.Depth`, which builds the levels when (and if)
+  they are read. Ten levels cost more than everything else in the packet;
+* full packets (most of the traffic) are tested for first, the rarer lengths dispatched
+  through a dict; prices are divided by a per-segment divisor from a 256-entry tuple;
 * counters are plain ``int`` attributes bumped once per frame, not per packet.
 
 The wire format is described in ``shared/reference/kite-protocol.md``; in short, a frame
@@ -37,7 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final, Literal, TypeAlias, cast
 
-from core.tick import SEGMENT_INDICES, DepthLevel, Mode, Tick, price_divisor
+from core.tick import DEPTH_WIRE_LENGTH, SEGMENT_INDICES, Depth, Mode, Tick, price_divisor
 
 __all__ = [
     "ACTION_MODE",
@@ -108,6 +111,10 @@ _QUOTE = struct.Struct(">IiIiIIIiiii")
 # quote + last_trade_time, oi, oi_day_high, oi_day_low, exchange_timestamp, then ten depth
 # entries (five bids, five asks): int32 quantity, int32 price, int16 orders, 2 pad bytes.
 _FULL = struct.Struct(">IiIiIIIiiiiIIIII" + "IiHxx" * 10)
+# The decoder's view of the same 184 bytes: the depth comes out as its 120 bytes, for
+# core.tick.Depth to unpack if and when someone reads it (as 30 ints they would be a third of
+# the packet's decoding time, for a book most stages never look at).
+_FULL_LAZY = struct.Struct(f">IiIiIIIiiiiIIIII{DEPTH_WIRE_LENGTH}s")
 _U16 = struct.Struct(">H")
 
 LTP_LENGTH: Final = _LTP.size  # 8
@@ -118,19 +125,23 @@ FULL_LENGTH: Final = _FULL.size  # 184
 PACKET_LENGTHS: Final[frozenset[int]] = frozenset(
     {LTP_LENGTH, INDEX_QUOTE_LENGTH, INDEX_FULL_LENGTH, QUOTE_LENGTH, FULL_LENGTH}
 )
-_DEPTH_LEVELS = 5
+if _FULL_LAZY.size != FULL_LENGTH:  # pragma: no cover - layout guard
+    raise ImportError("core.tick depth layout and core.kite_protocol full packet disagree")
+_NO_DEPTH: Final = bytes(DEPTH_WIRE_LENGTH)
 
 #: Price divisor by segment (token & 0xFF); a tuple index is cheaper than a call per packet.
-_DIVISORS: Final[tuple[float, ...]] = tuple(price_divisor(segment) for segment in range(256))
+#: As ints: int / int is correctly rounded exactly like the official client's int / float
+#: (both operands are exact in a double), and about a third cheaper in CPython 3.11.
+_DIVISORS: Final[tuple[int, ...]] = tuple(int(price_divisor(segment)) for segment in range(256))
 
-# The decoders build Tick positionally (with 21 keywords the call takes about 1 us instead
+# The decoders build Tick positionally (with 20 keywords the call takes about 1 us instead
 # of 0.3 us), so they depend on the field order of core.tick.Tick. Fail at import, loudly,
 # if it changes.
 _TICK_ORDER = (
     "instrument_token", "mode", "tradable", "last_price", "last_traded_quantity",
     "average_traded_price", "volume_traded", "total_buy_quantity", "total_sell_quantity",
     "open", "high", "low", "close", "change", "last_trade_time", "oi", "oi_day_high",
-    "oi_day_low", "exchange_timestamp", "bids", "asks",
+    "oi_day_low", "exchange_timestamp", "depth",
 )  # fmt: skip
 if tuple(f.name for f in fields(Tick)) != _TICK_ORDER:  # pragma: no cover - contract guard
     raise ImportError("core.tick.Tick fields changed: update core.kite_protocol decoders")
@@ -209,7 +220,7 @@ def _decode_index_quote(buf: Frame, offset: int) -> Tick:
     div = _DIVISORS[segment]
     last = last / div
     close = close / div
-    change = (last - close) * 100 / close if close else 0.0
+    change = (last - close) * 100.0 / close if close else 0.0
     return Tick(
         token, "quote", segment != SEGMENT_INDICES, last, None, None, None, None, None,
         open_ / div, high / div, low / div, close, change,
@@ -222,7 +233,7 @@ def _decode_index_full(buf: Frame, offset: int) -> Tick:
     div = _DIVISORS[segment]
     last = last / div
     close = close / div
-    change = (last - close) * 100 / close if close else 0.0
+    change = (last - close) * 100.0 / close if close else 0.0
     return Tick(
         token, "full", segment != SEGMENT_INDICES, last, None, None, None, None, None,
         open_ / div, high / div, low / div, close, change, None, None, None, None,
@@ -237,93 +248,31 @@ def _decode_quote(buf: Frame, offset: int) -> Tick:
     div = _DIVISORS[segment]
     last = last / div
     close = close / div
-    change = (last - close) * 100 / close if close else 0.0
+    change = (last - close) * 100.0 / close if close else 0.0
     return Tick(
         token, "quote", segment != SEGMENT_INDICES, last, last_qty, avg / div, volume,
         buy_qty, sell_qty, open_ / div, high / div, low / div, close, change,
     )  # fmt: skip
 
 
-_unpack_full = _FULL.unpack_from
+_unpack_full = _FULL_LAZY.unpack_from
 
 
-def _decode_full_plain(buf: Frame, offset: int) -> Tick:
-    """The 184-byte full packet, building depth through ``DepthLevel(...)``.
-
-    The reference form of :func:`_decode_full_fast`, and the one used if ``DepthLevel``
-    stops being a plain slots class (see ``_fast_levels_possible``).
-    """
-    values = _unpack_full(buf, offset)
-    token = values[0]
-    segment = token & 0xFF
-    div = _DIVISORS[segment]
-    last = values[1] / div
-    close = values[10] / div
-    levels = [DepthLevel(values[i], values[i + 1] / div, values[i + 2]) for i in range(16, 46, 3)]
-    return Tick(
-        token, "full", segment != SEGMENT_INDICES, last, values[2], values[3] / div,
-        values[4], values[5], values[6], values[7] / div, values[8] / div, values[9] / div,
-        close, (last - close) * 100 / close if close else 0.0, values[11] or None, values[12],
-        values[13], values[14], values[15] or None, tuple(levels[:5]), tuple(levels[5:]),
-    )  # fmt: skip
-
-
-# Depth dominates the cost of a full packet: ten frozen-dataclass __init__ calls (each three
-# object.__setattr__ calls) are about 4 us, more than everything else in the packet. Making
-# the instance with object.__new__ and filling its slots through the member descriptors is
-# the same object (DepthLevel has no __post_init__ or validation to skip) at about half the
-# cost, so the full decoder below is unrolled around it.
-_new = object.__new__
-_DL = DepthLevel
-
-
-def _fast_levels_possible() -> bool:
-    """Whether DepthLevel is still the plain slots class the fast decoder fills directly."""
-    slots = getattr(DepthLevel, "__slots__", ())
-    return (
-        tuple(slots) == ("quantity", "price", "orders")
-        and not hasattr(DepthLevel, "__post_init__")
-        and all(hasattr(getattr(DepthLevel, name, None), "__set__") for name in slots)
-    )
-
-
-if _fast_levels_possible():
-    _set_q = vars(DepthLevel)["quantity"].__set__
-    _set_p = vars(DepthLevel)["price"].__set__
-    _set_o = vars(DepthLevel)["orders"].__set__
-
-
-def _decode_full_fast(buf: Frame, offset: int) -> Tick:
-    """The 184-byte full packet: one unpack, depth filled in place (see above)."""
-    # fmt: off
+def _decode_full(buf: Frame, offset: int) -> Tick:
+    """The 184-byte full packet; the depth stays bytes until read (see core.tick.Depth)."""
     (token, last, last_qty, avg, volume, buy_qty, sell_qty, open_, high, low, close,
-     trade_time, oi, oi_high, oi_low, stamp,
-     q0, p0, n0, q1, p1, n1, q2, p2, n2, q3, p3, n3, q4, p4, n4,
-     q5, p5, n5, q6, p6, n6, q7, p7, n7, q8, p8, n8, q9, p9, n9) = _unpack_full(buf, offset)
+     trade_time, oi, oi_high, oi_low, stamp, depth) = _unpack_full(buf, offset)  # fmt: skip
     segment = token & 0xFF
     div = _DIVISORS[segment]
     last = last / div
     close = close / div
-    b0 = _new(_DL); _set_q(b0, q0); _set_p(b0, p0 / div); _set_o(b0, n0)  # noqa: E702
-    b1 = _new(_DL); _set_q(b1, q1); _set_p(b1, p1 / div); _set_o(b1, n1)  # noqa: E702
-    b2 = _new(_DL); _set_q(b2, q2); _set_p(b2, p2 / div); _set_o(b2, n2)  # noqa: E702
-    b3 = _new(_DL); _set_q(b3, q3); _set_p(b3, p3 / div); _set_o(b3, n3)  # noqa: E702
-    b4 = _new(_DL); _set_q(b4, q4); _set_p(b4, p4 / div); _set_o(b4, n4)  # noqa: E702
-    a0 = _new(_DL); _set_q(a0, q5); _set_p(a0, p5 / div); _set_o(a0, n5)  # noqa: E702
-    a1 = _new(_DL); _set_q(a1, q6); _set_p(a1, p6 / div); _set_o(a1, n6)  # noqa: E702
-    a2 = _new(_DL); _set_q(a2, q7); _set_p(a2, p7 / div); _set_o(a2, n7)  # noqa: E702
-    a3 = _new(_DL); _set_q(a3, q8); _set_p(a3, p8 / div); _set_o(a3, n8)  # noqa: E702
-    a4 = _new(_DL); _set_q(a4, q9); _set_p(a4, p9 / div); _set_o(a4, n9)  # noqa: E702
     return Tick(
         token, "full", segment != SEGMENT_INDICES, last, last_qty, avg / div, volume,
         buy_qty, sell_qty, open_ / div, high / div, low / div, close,
-        (last - close) * 100 / close if close else 0.0, trade_time or None, oi, oi_high,
-        oi_low, stamp or None, (b0, b1, b2, b3, b4), (a0, a1, a2, a3, a4),
-    )
-    # fmt: on
+        (last - close) * 100.0 / close if close else 0.0, trade_time or None, oi, oi_high,
+        oi_low, stamp or None, Depth(depth, div),
+    )  # fmt: skip
 
-
-_decode_full = _decode_full_fast if _fast_levels_possible() else _decode_full_plain
 
 _Decoder: TypeAlias = Callable[[Frame, int], Tick]
 _DECODERS: Final[dict[int, _Decoder]] = {
@@ -440,15 +389,13 @@ def decode_frame(frame: Frame, stats: DecodeStats | None = None) -> list[Tick]:
     """
     if stats is None:
         stats = DecodeStats()
-    announced = _frame_header(frame, stats)
-    if announced <= 0:
-        if announced == 0 and len(frame) > 2:
-            stats.add_error(TRAILING_BYTES)
-        return []
     size = len(frame)
+    if size < 2:
+        _frame_header(frame, stats)  # a heartbeat or an empty frame: counted there
+        return []
+    stats.frames += 1
+    announced = (frame[0] << 8) | frame[1]
     ticks: list[Tick] = []
-    append = ticks.append
-    get_decoder = _DECODERS.get
     unknown = 0
     offset = 2
     truncated = False
@@ -462,11 +409,14 @@ def decode_frame(frame: Frame, stats: DecodeStats | None = None) -> list[Tick]:
         if end > size:
             truncated = True
             break
-        decoder = get_decoder(length)
-        if decoder is None:
-            unknown += 1
+        if length == FULL_LENGTH:  # most packets: no dict look-up, a monomorphic call site
+            ticks.append(_decode_full(frame, body))
         else:
-            append(decoder(frame, body))
+            decoder = _DECODERS.get(length)
+            if decoder is None:
+                unknown += 1
+            else:
+                ticks.append(decoder(frame, body))
         offset = end
     decoded = len(ticks)
     stats.ticks += decoded
@@ -485,14 +435,17 @@ def _raw_price(price: float | None, divisor: float) -> int:
     return 0 if price is None else round(price * divisor)
 
 
-def _depth_values(levels: Sequence[DepthLevel], divisor: float, side: str) -> list[int]:
-    if len(levels) > _DEPTH_LEVELS:
-        raise ValueError(f"{side} has {len(levels)} levels; a full packet carries 5")
-    values: list[int] = []
-    for level in levels:
-        values += (level.quantity, _raw_price(level.price, divisor), level.orders)
-    values += [0] * (3 * (_DEPTH_LEVELS - len(levels)))
-    return values
+def _depth_wire(depth: Depth | None, divisor: float) -> bytes:
+    """The 120 depth bytes of a full packet: a decoded tick's own, with no levels built."""
+    if depth is None:
+        return _NO_DEPTH
+    if depth.divisor == divisor:
+        wire = depth.wire
+        if len(wire) != DEPTH_WIRE_LENGTH:  # struct would pad or cut it silently
+            raise ValueError(f"depth has {len(wire)} bytes, expected {DEPTH_WIRE_LENGTH}")
+        return wire
+    # Built with another divisor than the token's segment has: re-express in this one.
+    return Depth.from_levels(depth.bids, depth.asks, divisor).wire
 
 
 def encode_packet(tick: Tick, mode: Mode | None = None) -> bytes:
@@ -500,9 +453,10 @@ def encode_packet(tick: Tick, mode: Mode | None = None) -> bytes:
 
     The layout follows the token's segment, as on the wire: indices (segment 9) get the
     8/28/32-byte layouts, everything else 8/44/184. Prices are multiplied by the segment's
-    divisor and rounded; fields that are ``None`` are sent as 0; missing depth levels are
-    zero-filled. The index net change (offset 24) is ``last - close`` in wire units.
-    Raises ``ValueError`` for an unknown mode or a value that does not fit its field.
+    divisor and rounded; fields that are ``None`` are sent as 0, a missing depth as zeros
+    (a :class:`core.tick.Depth` is sent as its wire bytes, without building its levels).
+    The index net change (offset 24) is ``last - close`` in wire units. Raises
+    ``ValueError`` for an unknown mode or a value that does not fit its field.
     """
     mode = tick.mode if mode is None else mode
     token = tick.instrument_token
@@ -538,15 +492,14 @@ def encode_packet(tick: Tick, mode: Mode | None = None) -> bytes:
         )
         if mode == "quote":
             return _QUOTE.pack(*quote)
-        return _FULL.pack(
+        return _FULL_LAZY.pack(
             *quote,
             tick.last_trade_time or 0,
             tick.oi or 0,
             tick.oi_day_high or 0,
             tick.oi_day_low or 0,
             tick.exchange_timestamp or 0,
-            *_depth_values(tick.bids, div, "bids"),
-            *_depth_values(tick.asks, div, "asks"),
+            _depth_wire(tick.depth, div),
         )
     except struct.error as exc:
         raise ValueError(f"tick of token {token} does not fit a {mode} packet: {exc}") from exc

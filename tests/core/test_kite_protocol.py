@@ -39,7 +39,7 @@ from core.kite_protocol import (
     subscribe_message,
     unsubscribe_message,
 )
-from core.tick import DepthLevel, Mode, Tick
+from core.tick import Depth, DepthLevel, Mode, Tick, price_divisor
 
 
 def be32(value: int) -> bytes:
@@ -161,21 +161,25 @@ def test_full_packet() -> None:
         oi_day_high=700000,
         oi_day_low=600000,
         exchange_timestamp=1704087005,
-        bids=(
-            DepthLevel(75, 105.45, 3),
-            DepthLevel(150, 105.40, 16),
-            DepthLevel(300, 105.35, 1),
-            DepthLevel(0, 0.0, 0),
-            DepthLevel(65535, 0.01, 65535),
-        ),
-        asks=(
-            DepthLevel(225, 105.55, 2),
-            DepthLevel(75, 105.60, 1),
-            DepthLevel(1, 105.65, 1),
-            DepthLevel(2, 105.70, 1),
-            DepthLevel(3, 105.75, 1),
+        depth=Depth.from_levels(
+            (
+                DepthLevel(75, 105.45, 3),
+                DepthLevel(150, 105.40, 16),
+                DepthLevel(300, 105.35, 1),
+                DepthLevel(0, 0.0, 0),
+                DepthLevel(65535, 0.01, 65535),
+            ),
+            (
+                DepthLevel(225, 105.55, 2),
+                DepthLevel(75, 105.60, 1),
+                DepthLevel(1, 105.65, 1),
+                DepthLevel(2, 105.70, 1),
+                DepthLevel(3, 105.75, 1),
+            ),
+            100.0,
         ),
     )
+    assert tick.bids[0] == DepthLevel(75, 105.45, 3) and tick.asks[4].price == 105.75
     assert tick.change == pytest.approx(4.455445544554456)
 
 
@@ -187,15 +191,23 @@ def test_depth_orders_are_16_bit() -> None:
     assert all(level.orders < 65536 for level in tick.bids + tick.asks)
 
 
-def test_full_packet_fast_and_plain_decoders_agree() -> None:
-    """The unrolled decoder fills DepthLevel slots directly; it must build equal objects."""
-    fast = kp._decode_full_fast(FULL_NFO, 0)
-    plain = kp._decode_full_plain(FULL_NFO, 0)
-    assert fast == plain
-    assert [hash(level) for level in fast.bids] == [hash(level) for level in plain.bids]
-    assert all(type(level) is DepthLevel for level in fast.bids + fast.asks)
-    with pytest.raises(AttributeError):  # still frozen
-        fast.bids[0].quantity = 1  # type: ignore[misc]
+def test_full_packet_depth_is_lazy_and_cached() -> None:
+    """Decoding keeps the depth bytes; levels are built on first read, once per side."""
+    tick = decode_packet(FULL_NFO)
+    assert tick is not None and tick.depth is not None
+    depth = tick.depth
+    assert depth.wire == FULL_NFO[64:184] and depth.divisor == 100
+    assert (depth._bids, depth._asks) == (None, None)  # nothing built by the decoder
+    bids = tick.bids
+    assert depth._bids is bids and depth._asks is None  # one side at a time
+    assert tick.bids is bids and depth.bids is bids  # cached, not rebuilt
+    asks = tick.asks
+    assert depth.asks is asks and tick.asks is asks
+    assert all(type(level) is DepthLevel for level in bids + asks)
+    with pytest.raises(AttributeError):  # levels are immutable
+        bids[0].quantity = 1  # type: ignore[misc]
+    with pytest.raises(AttributeError):  # and Tick.bids is derived, not a field
+        tick.bids = ()  # type: ignore[misc]
 
 
 def test_zero_times_are_none() -> None:
@@ -438,8 +450,9 @@ def test_encoder_fills_missing_fields_with_zero() -> None:
     packet = encode_packet(tick)
     assert packet[:8] == be32(NFO_TOKEN) + be32(150)
     assert packet[8:] == bytes(176)
-    tick.bids = (DepthLevel(10, 1.25, 2),)
+    tick.depth = Depth.from_levels((DepthLevel(10, 1.25, 2),), (), price_divisor(2))
     assert encode_packet(tick)[64:76] == depth_entry(10, 125, 2)
+    assert encode_packet(tick)[76:] == bytes(108)
 
 
 def test_encoder_rounds_prices_to_the_tick_unit() -> None:
@@ -453,10 +466,16 @@ def test_encoder_refuses_what_the_wire_cannot_carry() -> None:
     tick = Tick(instrument_token=NFO_TOKEN, mode="full", tradable=True, last_price=1.0)
     with pytest.raises(ValueError, match="mode"):
         encode_packet(tick, "snap")  # type: ignore[arg-type]
-    tick.bids = tuple(DepthLevel(1, 1.0, 1) for _ in range(6))
     with pytest.raises(ValueError, match="5"):
+        Depth.from_levels([DepthLevel(1, 1.0, 1)] * 6, (), 100.0)
+    with pytest.raises(ValueError, match="fit"):
+        Depth.from_levels([DepthLevel(2**32, 1.0, 1)], (), 100.0)
+    with pytest.raises(ValueError, match="fit"):
+        Depth.from_levels([DepthLevel(1, 1.0, 65536)], (), 100.0)
+    tick.depth = Depth(b"short", 100.0)  # unchecked constructor: the encoder refuses it
+    with pytest.raises(ValueError, match="120"):
         encode_packet(tick)
-    tick.bids = ()
+    tick.depth = None
     tick.volume_traded = 2**32
     with pytest.raises(ValueError, match="does not fit"):
         encode_packet(tick)

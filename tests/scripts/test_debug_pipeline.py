@@ -14,7 +14,7 @@ import pytest
 
 from core.frame_file import FrameWriter
 from core.kite_protocol import HEARTBEAT, encode_frame, encode_ticks
-from core.tick import DepthLevel, Tick
+from core.tick import Depth, DepthLevel, Tick, price_divisor
 from scripts.debug_pipeline import main, parse_input
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,8 +56,9 @@ FULL = Tick(
     oi_day_high=0,
     oi_day_low=0,
     exchange_timestamp=1704087001,
-    bids=(DepthLevel(500, 61.2, 4),),
-    asks=(DepthLevel(700, 61.3, 5),),
+    depth=Depth.from_levels(
+        (DepthLevel(500, 61.2, 4),), (DepthLevel(700, 61.3, 5),), price_divisor(1)
+    ),
 )
 INDEX = Tick(
     instrument_token=NIFTY,

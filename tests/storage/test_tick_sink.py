@@ -5,7 +5,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from core.tick import DepthLevel, Tick
+from core.tick import Depth, DepthLevel, Tick
 from scripts.services import free_port, start_redis, stop_process
 from storage.keys import Keys
 from storage.tick_hash import TICK_FIELDS
@@ -14,12 +14,28 @@ from storage.tick_sink import TickSink
 
 def full_tick(token: int, price: float, volume: int) -> Tick:
     return Tick(
-        instrument_token=token, mode="full", tradable=True, last_price=price,
-        last_traded_quantity=5, average_traded_price=price - 1, volume_traded=volume,
-        total_buy_quantity=100, total_sell_quantity=200, open=price - 2, high=price + 3,
-        low=price - 4, close=price - 5, change=1.25, last_trade_time=1_700_000_000,
-        oi=10, oi_day_high=12, oi_day_low=8, exchange_timestamp=1_700_000_001,
-        bids=(DepthLevel(7, price - 0.05, 2),), asks=(DepthLevel(9, price + 0.05, 3),),
+        instrument_token=token,
+        mode="full",
+        tradable=True,
+        last_price=price,
+        last_traded_quantity=5,
+        average_traded_price=price - 1,
+        volume_traded=volume,
+        total_buy_quantity=100,
+        total_sell_quantity=200,
+        open=price - 2,
+        high=price + 3,
+        low=price - 4,
+        close=price - 5,
+        change=1.25,
+        last_trade_time=1_700_000_000,
+        oi=10,
+        oi_day_high=12,
+        oi_day_low=8,
+        exchange_timestamp=1_700_000_001,
+        depth=Depth.from_levels(
+            (DepthLevel(7, price - 0.05, 2),), (DepthLevel(9, price + 0.05, 3),), 100.0
+        ),
     )
 
 
@@ -48,8 +64,14 @@ async def test_a_redis_outage_delays_the_batch_but_loses_nothing(tmp_path):
     proc = start_redis(port, tmp_path / "r1.log")
     client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True)
     errors: list[BaseException] = []
-    sink = TickSink(client, Keys(), lambda t: ("", ""), backoff_initial=0.05,
-                    backoff_max=0.2, on_error=errors.append)
+    sink = TickSink(
+        client,
+        Keys(),
+        lambda t: ("", ""),
+        backoff_initial=0.05,
+        backoff_max=0.2,
+        on_error=errors.append,
+    )
     await sink.write({1: (full_tick(1, 10.0, 1), 0)})
     stop_process(proc)
     batch = {token: (full_tick(token, 20.0 + token, token), 0) for token in range(2, 50)}
