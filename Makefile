@@ -42,6 +42,7 @@ lint: setup
 bench: setup
 	$(PY) -m bench.bench_decoder
 	$(PY) -m bench.bench_ingestor
+	$(PY) -m bench.bench_market_simulator
 
 clean:
 	rm -rf $(VENV) .tickflow .pytest_cache .mypy_cache .ruff_cache

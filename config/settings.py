@@ -64,8 +64,9 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(6066, description="Faust web/metrics port of a worker.")
     worker_web_host: str = Field("127.0.0.1", description="Bind address of the worker web.")
     broker_session_timeout: float = Field(
-        10.0, description="Consumer session timeout (s); short because Tansu's first "
-        "JoinGroup completes only after half of it."
+        10.0,
+        description="Consumer session timeout (s); short because Tansu's first "
+        "JoinGroup completes only after half of it.",
     )
     sink_batch_size: int = Field(2000, ge=1, description="Max ticks per Redis flush.")
     sink_flush_interval: float = Field(
@@ -90,12 +91,16 @@ class Settings(BaseSettings):
     )
     kite_mode: TickMode = Field("full", description="Subscription mode.")
     ingestor_max_connections: int = Field(3, ge=1, le=3, description="Kite allows 3 per key.")
-    ingestor_tokens_per_connection: int = Field(3000, ge=1, le=3000)
+    ingestor_tokens_per_connection: int = Field(
+        3000, ge=1, le=3000, description="Kite allows 3000 instruments per connection."
+    )
     ingestor_liveness_timeout: float = Field(
         5.0, gt=0, description="Reconnect after this many seconds without any frame."
     )
-    ingestor_backoff_initial: float = Field(0.5, gt=0)
-    ingestor_backoff_max: float = Field(30.0, gt=0)
+    ingestor_backoff_initial: float = Field(0.5, gt=0, description="First reconnect delay (s).")
+    ingestor_backoff_max: float = Field(
+        30.0, gt=0, description="Reconnect delay cap (s); jittered exponential up to it."
+    )
     ingestor_buffer_size: int = Field(
         50_000, ge=1, description="Max ticks queued for the broker before backpressure."
     )
@@ -104,20 +109,26 @@ class Settings(BaseSettings):
     )
     ingestor_record_path: Path | None = Field(None, description="Record raw frames here.")
     ingestor_metrics_port: int = Field(9108, description="Ingestor Prometheus port (0 = off).")
-    producer_linger_ms: int = Field(5, ge=0)
-    producer_max_batch_bytes: int = Field(1_048_576, ge=1024)
-    producer_acks: Literal[0, 1, -1] = Field(1, description="-1 = all.")
+    producer_linger_ms: int = Field(5, ge=0, description="Producer batching delay (ms).")
+    producer_max_batch_bytes: int = Field(
+        1_048_576, ge=1024, description="Producer max batch size per partition (bytes)."
+    )
+    producer_acks: Literal[0, 1, -1] = Field(
+        1, description="Producer acks: 1 = leader, -1 = all replicas."
+    )
 
     # --- simulator ------------------------------------------------------------------
-    simulator_port: int = Field(SIMULATOR_PORT)
-    simulator_tokens: int = Field(300, ge=1, le=9000)
+    simulator_port: int = Field(SIMULATOR_PORT, description="Kite simulator port.")
+    simulator_tokens: int = Field(
+        300, ge=1, le=9000, description="Instruments in the simulated universe."
+    )
     simulator_speed: float = Field(1.0, gt=0, description="Simulated seconds per second.")
-    simulator_seed: int = Field(7)
+    simulator_seed: int = Field(7, description="Seed of the deterministic market.")
     simulator_start: datetime | None = Field(
         None, description="Simulated start time (ISO 8601); default today 09:15 IST."
     )
 
-    log_level: str = Field("INFO")
+    log_level: str = Field("INFO", description="Log level of the scripts.")
 
     @model_validator(mode="after")
     def _split_redis_password(self) -> Settings:

@@ -52,8 +52,8 @@ from core.frame_file import FrameWriter
 from core.ingestor_metrics import IngestorMetrics
 from core.kite_protocol import (
     DecodeStats,
-    decode_packet,
     mode_message,
+    packet_token,
     parse_text_message,
     split_frame,
     subscribe_message,
@@ -751,10 +751,12 @@ class DataIngestor:
         encode = tick_envelope.encode
         read = 0
         for packet in split_frame(frame, decode):
-            tick = decode_packet(packet, decode)
-            if tick is None:
+            # Validation is by packet length (any bytes of a known length decode), which
+            # packet_token checks and counts exactly like decode_packet, without building
+            # the Tick the ingestor would throw away.
+            token = packet_token(packet, decode)
+            if token is None:
                 continue
-            token = tick.instrument_token
             key = keys.get(token)
             if key is None:
                 key = keys[token] = tick_envelope.token_key(token)

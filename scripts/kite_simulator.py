@@ -57,6 +57,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from config.instruments import Instrument, InstrumentMaster
 from core.frame_file import read_frames
 from core.kite_protocol import (
     ACTION_MODE,
@@ -68,6 +69,7 @@ from core.kite_protocol import (
     parse_client_message,
     split_frame,
 )
+from core.market_simulator import select_universe
 from core.tick import Mode, Tick
 from core.timeutil import IST
 
@@ -145,6 +147,20 @@ def default_market_start(today: date | None = None) -> datetime:
     """Today's NSE open, 09:15 IST: the simulator's default market time."""
     day = today or datetime.now(IST).date()
     return datetime.combine(day, time(9, 15), tzinfo=IST)
+
+
+def market_start(configured: datetime | None) -> datetime:
+    """The simulated start: the configured one (naive = IST) or today's open."""
+    start = configured or default_market_start()
+    return start if start.tzinfo is not None else start.replace(tzinfo=IST)
+
+
+def simulated_universe(master: InstrumentMaster, n: int, start: datetime) -> list[Instrument]:
+    """The simulator's universe; the ingestor's ``--tokens N`` subscribes exactly this.
+
+    Contracts expired before the start date are left out: they would never tick.
+    """
+    return select_universe(master, n, as_of=start.date())
 
 
 def packet_token(packet: bytes) -> int:
@@ -661,14 +677,12 @@ async def _serve(args: argparse.Namespace) -> None:
     market: Market | None = None
     universe = ""
     if args.replay is None:
-        from config.instruments import InstrumentMaster
-        from core.market_simulator import MarketSimulator, select_universe
+        from core.market_simulator import MarketSimulator
 
-        start = args.start or default_market_start()
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=IST)
-        instruments = select_universe(InstrumentMaster.load(settings.instruments_path), args.tokens)
-        market = MarketSimulator(instruments, args.seed, start)
+        start = market_start(args.start)
+        master = InstrumentMaster.load(settings.instruments_path)
+        instruments = simulated_universe(master, args.tokens, start)
+        market = MarketSimulator(instruments, args.seed, start, master=master)
         universe = (
             f"{len(instruments)} instruments, seed {args.seed}, market from {start.isoformat()}"
         )

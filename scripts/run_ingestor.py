@@ -54,9 +54,10 @@ def resolve_tokens(settings: Settings, first_n: int | None) -> list[int]:
             raise ConfigError(str(exc)) from None
         if first_n is None:
             return master.tokens()
-        from core.market_simulator import select_universe
+        from scripts.kite_simulator import market_start, simulated_universe
 
-        return [inst.instrument_token for inst in select_universe(master, first_n)]
+        universe = simulated_universe(master, first_n, market_start(settings.simulator_start))
+        return [inst.instrument_token for inst in universe]
     return list(settings.kite_tokens)
 
 

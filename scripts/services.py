@@ -83,13 +83,23 @@ def start_redis(
         )
     log_path.parent.mkdir(parents=True, exist_ok=True)
     args = [binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no"]
-    args += ["--daemonize", "no", "--logfile", str(log_path.resolve()), "--dir", str(log_path.parent.resolve())]
+    args += [
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(log_path.resolve()),
+        "--dir",
+        str(log_path.parent.resolve()),
+    ]
     if password:
         # Passed on stdin-free argv is visible in `ps`; requirepass via config is the
         # same exposure, and this is a loopback-only development server.
         args += ["--requirepass", password]
     proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:

@@ -130,27 +130,49 @@ def start(args: argparse.Namespace, settings: Settings) -> Stack:
             rhost, rport = _host_port(settings.redis_url, 6379)
             _require_free(rhost, rport, "redis", "TICKFLOW_REDIS_URL")
             log_path = state_dir / "logs" / "redis.log"
-            password = settings.redis_password.get_secret_value() if settings.redis_password else None
+            password = (
+                settings.redis_password.get_secret_value() if settings.redis_password else None
+            )
             stack.adopt("redis", services.start_redis(rport, log_path, rhost, password), log_path)
         for index in range(args.workers):
             port = settings.worker_web_port + index
             stack.spawn(
                 f"worker-{index}",
-                [sys.executable, "-m", "faust", "-A", "topology",
-                 "--datadir", str(state_dir / f"worker-{index}-data"),
-                 "worker", "-l", "info", "--web-port", str(port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "faust",
+                    "-A",
+                    "topology",
+                    "--datadir",
+                    str(state_dir / f"worker-{index}-data"),
+                    "worker",
+                    "-l",
+                    "info",
+                    "--web-port",
+                    str(port),
+                ],
             )
         ingestor_args = ["--tokens", str(args.tokens)]
         if args.source in ("simulator", "replay"):
-            sim_args = ["--port", str(settings.simulator_port), "--tokens", str(args.tokens),
-                        "--speed", str(args.speed), "--seed", str(args.seed)]
+            sim_args = [
+                "--port",
+                str(settings.simulator_port),
+                "--tokens",
+                str(args.tokens),
+                "--speed",
+                str(args.speed),
+                "--seed",
+                str(args.seed),
+            ]
             if args.source == "replay":
                 sim_args += ["--replay", str(args.replay)]
             if args.start_time:
                 sim_args += ["--start", args.start_time]
             stack.spawn("simulator", [sys.executable, "-m", "scripts.kite_simulator", *sim_args])
-            services.wait_for_port("127.0.0.1", settings.simulator_port, 30,
-                                   stack.processes[-1].proc)
+            services.wait_for_port(
+                "127.0.0.1", settings.simulator_port, 30, stack.processes[-1].proc
+            )
             stack.env["TICKFLOW_KITE_WS_URL"] = f"ws://127.0.0.1:{settings.simulator_port}/"
         else:
             ingestor_args = []  # real Kite: TICKFLOW_KITE_TOKENS or the whole master
@@ -218,8 +240,10 @@ def status_table(stack: Stack, rates: Rates) -> Table:
     )
     table.add_row("parse errors", f"{errors:,.0f}")
     table.add_row("reconnects", f"{ing.get('tickflow_ingestor_reconnects_total', 0.0):,.0f}")
-    table.add_row("Redis write errors",
-                  f"{sum(w.get('tickflow_worker_redis_errors_total', 0.0) for w in workers):,.0f}")
+    table.add_row(
+        "Redis write errors",
+        f"{sum(w.get('tickflow_worker_redis_errors_total', 0.0) for w in workers):,.0f}",
+    )
     for managed in stack.processes:
         code = managed.proc.poll()
         state = "running" if code is None else f"[red]exited {code}[/red] (see {managed.log_path})"

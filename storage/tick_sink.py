@@ -54,14 +54,19 @@ class TickSink:
             pipe = self._client.pipeline(transaction=False)
             for token, (tick, received_at_ms) in latest.items():
                 symbol, exchange = self._symbols(token)
-                pipe.hset(self._keys.tick(token), mapping=tick_hash(tick, received_at_ms, symbol, exchange))
+                fields = tick_hash(tick, received_at_ms, symbol, exchange)
+                pipe.hset(self._keys.tick(token), mapping=fields)  # type: ignore[arg-type]
             try:
                 await pipe.execute()
             except (RedisError, OSError) as exc:
                 if self._on_error is not None:
                     self._on_error(exc)
-                log.warning("Redis write of %d ticks failed (%s); retrying in %.1fs",
-                            len(latest), exc, delay)
+                log.warning(
+                    "Redis write of %d ticks failed (%s); retrying in %.1fs",
+                    len(latest),
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._backoff_max)
                 continue

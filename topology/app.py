@@ -7,6 +7,7 @@ consumer subscribes, and the web endpoints. Agents live in their own modules.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,6 +24,8 @@ class TickflowApp(faust.App):
     tickflow_settings: Settings
 
     async def on_first_start(self) -> None:
+        # Faust creates its data directory without parents; the state dir may be new.
+        Path(self.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
         await super().on_first_start()
         settings = self.tickflow_settings
         counts = await ensure_topics(

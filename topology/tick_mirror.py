@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from functools import lru_cache
+
+import faust
 
 from config.instruments import InstrumentMaster
 from core import tick_envelope
@@ -74,14 +76,14 @@ async def load_instruments() -> None:
 
 
 @app.agent(ticks_topic)
-async def mirror_ticks(stream: AsyncIterator[bytes]) -> None:
+async def mirror_ticks(stream: faust.StreamT[bytes]) -> None:
     client = async_redis(settings)
     sink = TickSink(client, keys, symbol_of, on_error=lambda _exc: metrics.REDIS_ERRORS.inc())
     seen: set[int] = set()
     stats = DecodeStats()
     reported: dict[str, int] = {}
     try:
-        async for batch in stream.take(  # type: ignore[attr-defined]
+        async for batch in stream.take(
             settings.sink_batch_size, within=settings.sink_flush_interval
         ):
             latest = coalesce(batch, stats)

@@ -8,6 +8,7 @@ count than the others would break "one worker owns a token end to end".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -66,10 +67,9 @@ async def ensure_topics(
             if name not in existing
         ]
         if missing:
-            try:
+            # Another worker may create them concurrently: the counts are verified below.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # created concurrently by another worker: verified below
             log.info("created topics %s", ", ".join(t.name for t in missing))
         described = await admin.describe_topics(list(wanted))
         counts = {entry["topic"]: len(entry["partitions"]) for entry in described}

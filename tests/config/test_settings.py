@@ -41,7 +41,8 @@ def test_secrets_never_appear_in_repr_str_or_logs(monkeypatch, caplog):
     assert settings.redis_password.get_secret_value() == "pw-SECRET-456"
     assert settings.redis_url == "redis://user@redis.example:6380/2"
     with caplog.at_level(logging.INFO):
-        logging.getLogger("test").info("settings: %s / %r / %s", settings, settings,
-                                       settings.redacted())
+        logging.getLogger("test").info(
+            "settings: %s / %r / %s", settings, settings, settings.redacted()
+        )
     for text in (caplog.text, repr(settings), str(settings), str(settings.redacted())):
         assert "SECRET" not in text

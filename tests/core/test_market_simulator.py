@@ -469,16 +469,14 @@ def test_select_universe_brings_underlyings_and_the_money_first(master: Instrume
     assert {"CDS", "MCX"} <= {i.exchange for i in small}
 
 
-def test_full_universe_runs_faster_than_the_market(master: InstrumentMaster) -> None:
-    """9000 tokens at the open, the busiest time: CPU well under the simulated time."""
+def test_full_universe_ticks_at_a_realistic_rate_at_the_open(master: InstrumentMaster) -> None:
+    """9000 tokens at the open, the busiest time (its cost is in bench.bench_market_simulator)."""
     universe = select_universe(master, 9000, as_of=WED)
     start = at(WED, 9, 15)
     sim = MarketSimulator(universe, 7, start, master=master)
-    began = time.process_time()
     ticks = sim.advance(start + timedelta(seconds=10))
-    spent = time.process_time() - began
-    assert len(ticks) > 20_000
-    assert spent < 10 / 2, f"{len(ticks) / spent:.0f} ticks/s"
+    assert 20_000 < len(ticks) < 9000 * 4 * 10  # busy, but at most 4 ticks/s per token
+    assert len({t.instrument_token for t in ticks}) > 3000
 
 
 def test_session_bounds_per_segment() -> None:

@@ -40,8 +40,15 @@ def expected_fields(packet: bytes) -> dict[str, float | int | str]:
         "mode": official["mode"],
         "last_price": official["last_price"],
     }
-    for name in ("last_traded_quantity", "average_traded_price", "volume_traded",
-                 "total_buy_quantity", "total_sell_quantity", "oi", "change"):
+    for name in (
+        "last_traded_quantity",
+        "average_traded_price",
+        "volume_traded",
+        "total_buy_quantity",
+        "total_sell_quantity",
+        "oi",
+        "change",
+    ):
         if name in official:
             fields[name] = official[name]
     for name, value in official.get("ohlc", {}).items():
@@ -76,7 +83,10 @@ def mismatches(expected: dict[str, float | int | str], stored: dict[str, str]) -
 
 
 async def wait_for_exact_mirror(
-    client: aioredis.Redis, prefix: str, server: KiteSimulatorServer, tokens: list[int],
+    client: aioredis.Redis,
+    prefix: str,
+    server: KiteSimulatorServer,
+    tokens: list[int],
     timeout: float,
 ) -> dict[int, list[str]]:
     deadline = time.monotonic() + timeout
@@ -128,8 +138,19 @@ async def test_redis_holds_the_last_published_values_of_every_simulated_token(
     client = aioredis.Redis.from_url(redis_endpoint.url, decode_responses=True)
     try:
         worker = processes.start(
-            "worker", ["-m", "faust", "-A", "topology", "worker", "-l", "info",
-                       "--web-port", env["TICKFLOW_WORKER_WEB_PORT"]], env,
+            "worker",
+            [
+                "-m",
+                "faust",
+                "-A",
+                "topology",
+                "worker",
+                "-l",
+                "info",
+                "--web-port",
+                env["TICKFLOW_WORKER_WEB_PORT"],
+            ],
+            env,
         )
         ingestor = processes.start("ingestor", ["-m", "scripts.run_ingestor"], env)
         # Let the market run: 30x speed, so about six simulated minutes.

@@ -48,9 +48,20 @@ def test_detached_stack_fills_redis_and_stop_leaves_no_process(tmp_path: Path):
         "TICKFLOW_TOPIC_PARTITIONS": "4",
     }
     started = subprocess.run(
-        [sys.executable, "-m", "scripts.start_system", "--detach", "--tokens", str(TOKENS),
-         "--speed", "10"],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "scripts.start_system",
+            "--detach",
+            "--tokens",
+            str(TOKENS),
+            "--speed",
+            "10",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     run_file = tmp_path / "state" / "run.json"
     entries = json.loads(run_file.read_text()) if run_file.exists() else []
@@ -58,7 +69,11 @@ def test_detached_stack_fills_redis_and_stop_leaves_no_process(tmp_path: Path):
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         assert {e["name"] for e in entries} == {
-            "tansu", "redis", "worker-0", "simulator", "ingestor"
+            "tansu",
+            "redis",
+            "worker-0",
+            "simulator",
+            "ingestor",
         }
         client = redis.Redis(port=ports["redis"], decode_responses=True)
         deadline = time.monotonic() + 90
@@ -69,15 +84,19 @@ def test_detached_stack_fills_redis_and_stop_leaves_no_process(tmp_path: Path):
                 break
             time.sleep(1)
         logs = "\n".join(
-            Path(e["log"]).read_text(errors="replace")[-2000:] for e in entries
+            Path(e["log"]).read_text(errors="replace")[-2000:]
+            for e in entries
             if e["name"] in ("worker-0", "ingestor")
         )
         assert len(keys) == TOKENS, f"{len(keys)} tick hashes after 90 s\n{logs}"
         assert all(client.hget(key, "last_price") for key in keys)
     finally:
         stopped = subprocess.run(
-            [sys.executable, "-m", "scripts.stop_system"], env=env, capture_output=True,
-            text=True, timeout=120,
+            [sys.executable, "-m", "scripts.stop_system"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     deadline = time.monotonic() + 10

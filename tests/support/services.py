@@ -8,6 +8,7 @@ instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.services import free_port, start_redis, start_tansu, stop_process, wait_for_port
+from scripts.services import free_port, start_redis, start_tansu, stop_process
 
 
 @dataclass
@@ -55,10 +56,8 @@ def tansu_broker(log_dir: Path) -> Iterator[BrokerEndpoint]:
     try:
         yield BrokerEndpoint(f"127.0.0.1:{port}", proc)
     finally:
-        try:
-            os.kill(proc.pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)  # a paused broker cannot stop
         stop_process(proc)
 
 
