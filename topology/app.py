@@ -68,4 +68,6 @@ ticks_topic = app.topic(
 
 @app.page("/metrics")
 async def metrics(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    # aiohttp takes the charset separately from the content type.
+    content_type, _, _ = CONTENT_TYPE_LATEST.partition("; charset")
+    return web.bytes(generate_latest(), content_type=content_type)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from kiteconnect import KiteTicker
+from prometheus_client.parser import text_string_to_metric_families
 
 from config.instruments import InstrumentMaster
 from core.kite_protocol import encode_frame
@@ -165,6 +167,15 @@ async def test_redis_holds_the_last_published_values_of_every_simulated_token(
             + processes.log_tail("worker")
         )
         assert server.sent_ticks > len(tokens), "the market actually moved"
+        # The worker's Prometheus endpoint reports what it did.
+        url = f"http://127.0.0.1:{env['TICKFLOW_WORKER_WEB_PORT']}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            families = {
+                f.name: f for f in text_string_to_metric_families(response.read().decode())
+            }
+        consumed = families["tickflow_worker_ticks_consumed"].samples[0].value
+        assert consumed >= len(tokens)
+        assert families["tickflow_worker_tokens_seen"].samples[0].value == len(tokens)
         # The instrument master is in Redis too.
         first = universe[0]
         assert await client.get(f"{prefix}symbol:{first.exchange}:{first.tradingsymbol}") == str(
