@@ -170,9 +170,7 @@ async def test_redis_holds_the_last_published_values_of_every_simulated_token(
         # The worker's Prometheus endpoint reports what it did.
         url = f"http://127.0.0.1:{env['TICKFLOW_WORKER_WEB_PORT']}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
-            families = {
-                f.name: f for f in text_string_to_metric_families(response.read().decode())
-            }
+            families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
         consumed = families["tickflow_worker_ticks_consumed"].samples[0].value
         assert consumed >= len(tokens)
         assert families["tickflow_worker_tokens_seen"].samples[0].value == len(tokens)
