@@ -37,7 +37,7 @@ import json
 import operator
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias, cast
 
 from core.tick import DEPTH_WIRE_LENGTH, SEGMENT_INDICES, Depth, Mode, Tick, price_divisor
@@ -135,16 +135,7 @@ _NO_DEPTH: Final = bytes(DEPTH_WIRE_LENGTH)
 _DIVISORS: Final[tuple[int, ...]] = tuple(int(price_divisor(segment)) for segment in range(256))
 
 # The decoders build Tick positionally (with 20 keywords the call takes about 1 us instead
-# of 0.3 us), so they depend on the field order of core.tick.Tick. Fail at import, loudly,
-# if it changes.
-_TICK_ORDER = (
-    "instrument_token", "mode", "tradable", "last_price", "last_traded_quantity",
-    "average_traded_price", "volume_traded", "total_buy_quantity", "total_sell_quantity",
-    "open", "high", "low", "close", "change", "last_trade_time", "oi", "oi_day_high",
-    "oi_day_low", "exchange_timestamp", "depth",
-)  # fmt: skip
-if tuple(f.name for f in fields(Tick)) != _TICK_ORDER:  # pragma: no cover - contract guard
-    raise ImportError("core.tick.Tick fields changed: update core.kite_protocol decoders")
+# of 0.3 us) in the order of core.tick.POSITIONAL_FIELDS, guarded where Tick is defined.
 
 
 class DecodeStats:

@@ -36,11 +36,11 @@ The model, per instrument kind:
 
 from __future__ import annotations
 
+import copy
 import heapq
 import math
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import fields
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
@@ -86,32 +86,8 @@ _SESSIONS: dict[int, tuple[int, int]] = {
 _PROFILE_A = 0.4
 _PROFILE_B = 1.8
 
-#: The Tick fields this module fills positionally (a keyword call costs 3x as much on the
-#: hot path). Checked at import so that a reordered Tick fails loudly, not silently.
-_TICK_FIELDS = (
-    "instrument_token",
-    "mode",
-    "tradable",
-    "last_price",
-    "last_traded_quantity",
-    "average_traded_price",
-    "volume_traded",
-    "total_buy_quantity",
-    "total_sell_quantity",
-    "open",
-    "high",
-    "low",
-    "close",
-    "change",
-    "last_trade_time",
-    "oi",
-    "oi_day_high",
-    "oi_day_low",
-    "exchange_timestamp",
-    "depth",
-)
-if tuple(f.name for f in fields(Tick)) != _TICK_FIELDS:  # pragma: no cover - contract guard
-    raise ImportError("core.tick.Tick fields changed; update core.market_simulator")
+# Ticks are built positionally here (a keyword call costs 3x as much on the hot path):
+# core.tick.POSITIONAL_FIELDS is the order, guarded where Tick is defined.
 
 _EMPTY_LEVEL = (0, 0, 0)
 _NEVER = 1 << 62
@@ -946,7 +922,7 @@ class MarketSimulator:
         if st is None or not st.emit or st.last_tick is None:
             return None
         tick = st.last_tick
-        return Tick(*(getattr(tick, name) for name in _TICK_FIELDS))
+        return copy.copy(tick)
 
     def advance(self, until: datetime) -> list[Tick]:
         """Every tick with event time in (now, until], by event time then token."""

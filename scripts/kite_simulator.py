@@ -66,6 +66,7 @@ from core.kite_protocol import (
     HEARTBEAT,
     encode_frame,
     encode_packet,
+    packet_token,
     parse_client_message,
     split_frame,
 )
@@ -161,10 +162,6 @@ def simulated_universe(master: InstrumentMaster, n: int, start: datetime) -> lis
     Contracts expired before the start date are left out: they would never tick.
     """
     return select_universe(master, n, as_of=start.date())
-
-
-def packet_token(packet: bytes) -> int:
-    return int.from_bytes(packet[:4], "big")
 
 
 class KiteSimulatorServer:

@@ -45,11 +45,11 @@ from core.data_ingestor import (
     shard_tokens,
 )
 from core.frame_file import read_frames
-from core.kite_protocol import decode_packet, encode_frame, encode_packet, split_frame
+from core.kite_protocol import decode_packet, encode_frame, encode_packet, packet_token, split_frame
 from core.market_simulator import MarketSimulator, select_universe
 from core.tick import Mode, Tick
 from core.timeutil import IST
-from scripts.kite_simulator import KiteSimulatorServer, packet_token
+from scripts.kite_simulator import KiteSimulatorServer
 from tests.support.services import BrokerEndpoint
 from topology.topics import TopicSpec, ensure_topics
 

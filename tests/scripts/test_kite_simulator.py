@@ -30,6 +30,7 @@ from core.kite_protocol import (
     encode_frame,
     encode_packet,
     mode_message,
+    packet_token,
     split_frame,
     subscribe_message,
     unsubscribe_message,
@@ -37,7 +38,7 @@ from core.kite_protocol import (
 from core.market_simulator import MarketSimulator, select_universe
 from core.tick import Mode
 from core.timeutil import IST
-from scripts.kite_simulator import KiteSimulatorServer, packet_token
+from scripts.kite_simulator import KiteSimulatorServer
 from scripts.services import free_port
 
 API_KEY = "test-key"
