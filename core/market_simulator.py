@@ -43,12 +43,11 @@ import random
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
-from zoneinfo import ZoneInfo
 
 from config.instruments import INDEX_UNDERLYINGS, Instrument, InstrumentMaster
+from core.sessions import session_minutes
 from core.tick import Depth, Tick, price_divisor
-
-IST = ZoneInfo("Asia/Kolkata")
+from core.timeutil import IST
 
 #: Annualised risk-free rate used for futures carry and option pricing.
 RISK_FREE_RATE = 0.065
@@ -68,18 +67,6 @@ _CAL_YEAR_MS = 365.0 * _DAY_MS
 _TRADING_DAYS = 252.0
 
 #: Sessions as (open, close) minutes after local midnight, per wire segment.
-_NSE_SESSION = (9 * 60 + 15, 15 * 60 + 30)
-_SESSIONS: dict[int, tuple[int, int]] = {
-    1: _NSE_SESSION,  # NSE
-    2: _NSE_SESSION,  # NFO
-    3: (9 * 60, 17 * 60),  # CDS
-    4: _NSE_SESSION,  # BSE
-    5: _NSE_SESSION,  # BFO
-    6: (9 * 60, 17 * 60),  # BCD
-    7: (9 * 60, 23 * 60 + 30),  # MCX
-    8: (9 * 60, 23 * 60 + 30),  # MCXSX
-    9: _NSE_SESSION,  # INDICES
-}
 
 #: Intraday activity profile u(x) = A + B (2x - 1)^2 over the session fraction x; its mean
 #: over the session is 1, so base rates are per-second averages over the day.
@@ -154,13 +141,6 @@ def _profile_integral(fraction: float) -> float:
     return _PROFILE_A * fraction + _PROFILE_B * (y * y * y + 1.0) / 6.0
 
 
-def session_bounds(segment_id: int, day: date) -> tuple[datetime, datetime]:
-    """The (open, close) of a segment's session on a day, tz-aware IST."""
-    open_min, close_min = _SESSIONS.get(segment_id, _NSE_SESSION)
-    midnight = datetime(day.year, day.month, day.day, tzinfo=IST)
-    return midnight + timedelta(minutes=open_min), midnight + timedelta(minutes=close_min)
-
-
 # ----------------------------------------------------------------------------------------
 # Time arithmetic on integer epoch milliseconds (IST has no DST, so it is plain offsets).
 
@@ -199,7 +179,7 @@ class _Session:
     __slots__ = ("close_off", "length", "open_off", "trading_year_ms")
 
     def __init__(self, segment_id: int) -> None:
-        open_min, close_min = _SESSIONS.get(segment_id, _NSE_SESSION)
+        open_min, close_min = session_minutes(segment_id)
         self.open_off = open_min * _MINUTE_MS
         self.close_off = close_min * _MINUTE_MS
         self.length = self.close_off - self.open_off

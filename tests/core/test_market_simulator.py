@@ -21,9 +21,9 @@ from core.market_simulator import (
     intraday_profile,
     price_step,
     select_universe,
-    session_bounds,
     smile_iv,
 )
+from core.sessions import session_bounds
 from core.tick import Tick
 
 NIFTY, VIX, RELIANCE = 256265, 264969, 738561
