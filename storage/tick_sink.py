@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from core.tick import Tick
+from storage.bar_sink import write_hashes
 from storage.keys import Keys
 from storage.tick_hash import tick_hash
 
@@ -50,14 +51,13 @@ class TickSink:
         if not latest:
             return
         delay = self._backoff_initial
+        hashes = {}
+        for token, (tick, received_at_ms) in latest.items():
+            symbol, exchange = self._symbols(token)
+            hashes[self._keys.tick(token)] = tick_hash(tick, received_at_ms, symbol, exchange)
         while True:
-            pipe = self._client.pipeline(transaction=False)
-            for token, (tick, received_at_ms) in latest.items():
-                symbol, exchange = self._symbols(token)
-                fields = tick_hash(tick, received_at_ms, symbol, exchange)
-                pipe.hset(self._keys.tick(token), mapping=fields)  # type: ignore[arg-type]
             try:
-                await pipe.execute()
+                await write_hashes(self._client, hashes)
             except (RedisError, OSError) as exc:
                 if self._on_error is not None:
                     self._on_error(exc)
