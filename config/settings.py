@@ -59,6 +59,26 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(8, ge=1, description="Partitions of every token-keyed topic.")
     topic_replication: int = Field(1, ge=1, description="Replication factor of created topics.")
     topic_ticks: str = Field("ticks", description="Raw ticks, key = instrument_token.")
+    topic_bars: str = Field("bars", description="Closed 1-minute bars, key = token.")
+    topic_volume: str = Field("volume", description="Volume results per bar, key = token.")
+    topic_baselines: str = Field(
+        "baselines", description="Bootstrapped baselines to load into the tables, key = token."
+    )
+
+    # --- analytics (analytics-spec section 1) ---------------------------------------
+    watermark_grace: float = Field(
+        5.0, ge=0, description="Seconds of event time a bar waits for late ticks."
+    )
+    volume_window: int = Field(5, ge=1, description="Trailing bars in the volume ratio.")
+    volume_ratio_cap: float = Field(50.0, gt=0, description="Published volume ratio cap.")
+    baseline_sessions: int = Field(20, ge=1, description="Sessions in a slot baseline.")
+    baseline_min_sessions: int = Field(
+        3, ge=1, description="Fewer sessions than this: the daily-average fallback."
+    )
+    value_area_share: float = Field(0.7, gt=0, le=1, description="Volume profile value area.")
+    bars_stream_maxlen: int = Field(
+        7500, ge=0, description="Approximate cap of each bars:1m stream (0 = none)."
+    )
 
     # --- worker ---------------------------------------------------------------------
     worker_web_port: int = Field(6066, description="Faust web/metrics port of a worker.")
