@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         description="Consumer session timeout (s); short because Tansu's first "
         "JoinGroup completes only after half of it.",
     )
+    broker_listoffsets_fix: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Correct ListOffsets(latest) end offsets for table recovery: auto = only "
+        "where a probe at worker start finds the Tansu 0.6.0 quirk; on/off to force.",
+    )
     sink_batch_size: int = Field(2000, ge=1, description="Max ticks per Redis flush.")
     sink_flush_interval: float = Field(
         0.25, gt=0, description="Max seconds a tick waits before its Redis flush."

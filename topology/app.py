@@ -13,6 +13,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from config.settings import Settings, get_settings
+from topology.broker_compat import install as install_broker_compat
 from topology.topics import ensure_topics, pipeline_topics
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> TickflowApp:
         consumer_auto_offset_reset="earliest",
     )
     app.tickflow_settings = settings
+    install_broker_compat(app, settings.broker_listoffsets_fix)
     return app
 
 
