@@ -51,6 +51,10 @@ def create_app(settings: Settings) -> TickflowApp:
         web_bind=settings.worker_web_host,
         web_host=settings.worker_web_host,
         consumer_auto_offset_reset="earliest",
+        # The tick hop holds acknowledgements until its state is checkpointed; on shutdown
+        # the unacknowledged tail is simply consumed again (the engine ignores what its
+        # checkpoints already cover), so do not wait for it to drain.
+        stream_wait_empty=False,
     )
     app.tickflow_settings = settings
     install_broker_compat(app, settings.broker_listoffsets_fix)

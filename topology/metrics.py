@@ -20,3 +20,17 @@ LAST_EVENT_TIME = Gauge(
     "tickflow_worker_last_event_time_seconds", "Latest exchange time seen (epoch seconds)"
 )
 INSTRUMENTS_LOADED = Gauge("tickflow_worker_instruments_loaded", "Instrument master rows in Redis")
+TICKS_ACKED = Counter(
+    "tickflow_worker_ticks_acked_total", "Tick records acknowledged (their effect is durable)"
+)
+BARS_EMITTED = Counter("tickflow_worker_bars_emitted_total", "1-minute bars sent to the bars topic")
+CHECKPOINTS = Counter(
+    "tickflow_worker_volume_checkpoints_total", "Volume-state table writes of the tick hop"
+)
+BARS_DUPLICATE = Counter(
+    "tickflow_worker_bars_duplicate_total", "Re-delivered bars (ignored by the analytics)"
+)
+VOLUME_RESULTS = Counter("tickflow_worker_volume_results_total", "vol:{token} results written")
+BASELINES_LOADED = Counter(
+    "tickflow_worker_baselines_loaded_total", "Bootstrapped baselines merged"
+)

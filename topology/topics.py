@@ -33,7 +33,15 @@ class TopicMismatchError(RuntimeError):
 
 def pipeline_topics(settings: Settings) -> list[TopicSpec]:
     """The token-keyed topics; all share ``topic_partitions``."""
-    return [TopicSpec(settings.topic_ticks, settings.topic_partitions)]
+    return [
+        TopicSpec(name, settings.topic_partitions)
+        for name in (
+            settings.topic_ticks,
+            settings.topic_bars,
+            settings.topic_volume,
+            settings.topic_baselines,
+        )
+    ]
 
 
 async def ensure_topics(

@@ -1,0 +1,236 @@
+"""The tick hop: the one agent that runs at tick rate.
+
+Per tick it decodes the record once, keeps the latest tick of the token for the
+``tick:{token}`` mirror, and feeds the token's volume engine (``core.volume_engine``),
+which closes 1-minute bars that go to the ``bars`` topic.
+
+Exactness without per-tick table writes (a changelog write per tick would cap the hop at
+a third of a bare agent's rate). The volume state of a token is checkpointed to the
+RocksDB-backed table only when it emits bars, and at each partition's minute sweep for
+tokens it changed (so at most about once per token per event-minute). Offsets are
+acknowledged by hand, only once every tick below them is covered by a checkpoint (and
+its bars and the mirror are flushed): Faust commits the contiguous acknowledged prefix,
+so after a crash the worker resumes at or before the oldest tick whose effect was not
+yet durable, and the engine ignores ticks at or below a token's checkpointed offset.
+A crash therefore neither loses nor doubles a tick's effect, and bars re-emitted after
+one carry the same content (downstream writes are idempotent).
+
+The watermark that closes illiquid tokens' bars is each tick's own event time minus the
+grace, applied per token as a running maximum inside the engine; so it is a function of
+the record being processed, and a replay from any offset re-derives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from core import tick_envelope
+from core.bars import Bar
+from core.kite_protocol import DecodeStats, decode_packet
+from core.sessions import minute_start
+from core.tick import Tick
+from core.volume_engine import TokenVolumeState, advance_watermark, apply_tick
+from storage.redis_client import async_redis
+from storage.tick_sink import TickSink
+from topology import metrics
+from topology.app import app, settings, ticks_topic
+from topology.instruments import keys, symbol_of
+
+log = logging.getLogger(__name__)
+
+bars_topic = app.topic(
+    settings.topic_bars,
+    key_serializer="raw",
+    value_serializer="json",
+    partitions=settings.topic_partitions,
+)
+#: token (as str) -> {"p": partition, "s": TokenVolumeState.to_dict()}
+volume_states = app.Table("volume-state", default=None, partitions=settings.topic_partitions)
+
+
+class TickHop:
+    """The in-memory side of the tick hop for the partitions this worker owns."""
+
+    def __init__(self, sink: TickSink, grace: float) -> None:
+        self.sink = sink
+        self.grace = grace
+        self.stats = DecodeStats()
+        self.states: dict[int, TokenVolumeState] = {}
+        self.tokens_of: dict[int, set[int]] = {}
+        self.loaded: set[int] = set()
+        self.swept: dict[int, int] = {}
+        self.dirty: dict[int, dict[int, int]] = {}
+        self.pending: dict[int, deque[EventT]] = {}
+        self.latest: dict[int, tuple[Tick, int]] = {}
+        self.seen: set[int] = set()
+        self.lock = asyncio.Lock()
+        self.last_flush = time.monotonic()
+        self._errors_reported: dict[str, int] = {}
+        self.processed = 0
+        self._processed_reported = 0
+
+    # -- state --------------------------------------------------------------------------
+
+    def _load_partition(self, partition: int) -> None:
+        """Restore the checkpoints of a partition's tokens (after a start or rebalance)."""
+        tokens = self.tokens_of.setdefault(partition, set())
+        for key, value in volume_states.items():
+            if value and value.get("p") == partition:
+                token = int(key)
+                self.states[token] = TokenVolumeState.from_dict(value["s"])
+                tokens.add(token)
+        self.loaded.add(partition)
+        log.info("tick hop: partition %d restored %d token states", partition, len(tokens))
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop what belongs to revoked partitions: their unacked ticks go to the new owner."""
+        for partition in partitions:
+            for token in self.tokens_of.pop(partition, set()):
+                self.states.pop(token, None)
+            self.loaded.discard(partition)
+            self.swept.pop(partition, None)
+            self.dirty.pop(partition, None)
+            self.pending.pop(partition, None)
+
+    def _checkpoint(self, partition: int, token: int) -> None:
+        volume_states[str(token)] = {"p": partition, "s": self.states[token].to_dict()}
+        self.dirty[partition].pop(token, None)
+        metrics.CHECKPOINTS.inc()
+
+    # -- per event ----------------------------------------------------------------------
+
+    async def on_event(self, event: EventT) -> None:
+        message = event.message
+        partition = message.partition
+        offset = message.offset
+        self.pending.setdefault(partition, deque()).append(event)
+        self.processed += 1
+        dirty = self.dirty.setdefault(partition, {})
+        try:
+            record = tick_envelope.decode(event.value)
+        except tick_envelope.EnvelopeError:
+            self.stats.add_error("bad_envelope")
+            return
+        tick = decode_packet(record.packet, self.stats)
+        if tick is None:
+            return
+        token = tick.instrument_token
+        self.latest[token] = (tick, record.received_at_ms)
+        if partition not in self.loaded:
+            self._load_partition(partition)
+        state = self.states.get(token)
+        if state is None:
+            state = self.states[token] = TokenVolumeState(token)
+            self.tokens_of[partition].add(token)
+        event_time = tick.exchange_timestamp or record.received_at_ms // 1000
+        bars = apply_tick(
+            state, token & 0xFF, offset, event_time, tick.last_price, tick.volume_traded
+        )
+        if bars:
+            await self._emit(bars)
+            self._checkpoint(partition, token)
+        elif token not in dirty:
+            dirty[token] = offset
+        watermark = event_time - self.grace
+        minute = minute_start(watermark)
+        if minute > self.swept.get(partition, -1):
+            self.swept[partition] = minute
+            await self._sweep(partition, watermark)
+
+    async def _sweep(self, partition: int, watermark: float) -> None:
+        """Close what event time finished for every token of the partition, and
+        checkpoint every token changed since its last checkpoint."""
+        dirty = self.dirty[partition]
+        for token in self.tokens_of[partition]:
+            bars = advance_watermark(self.states[token], token & 0xFF, watermark)
+            if bars:
+                await self._emit(bars)
+                self._checkpoint(partition, token)
+        for token in list(dirty):
+            self._checkpoint(partition, token)
+
+    async def _emit(self, bars: list[Bar]) -> None:
+        for bar in bars:
+            await bars_topic.send(key=str(bar.instrument_token).encode(), value=bar.to_dict())
+        metrics.BARS_EMITTED.inc(len(bars))
+
+    # -- flush: mirror, producer, acknowledgements --------------------------------------
+
+    def flush_due(self) -> bool:
+        return (
+            len(self.latest) >= settings.sink_batch_size
+            or time.monotonic() - self.last_flush >= settings.sink_flush_interval
+        )
+
+    async def flush(self, stream: faust.StreamT[Any]) -> None:
+        async with self.lock:
+            self.last_flush = time.monotonic()
+            latest, self.latest = self.latest, {}
+            if latest:
+                started = time.perf_counter()
+                await self.sink.write(latest)
+                metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+                metrics.REDIS_WRITES.inc(len(latest))
+                self.seen.update(latest)
+                metrics.TOKENS_SEEN.set(len(self.seen))
+                stamps = [t.exchange_timestamp for t, _ in latest.values() if t.exchange_timestamp]
+                if stamps:
+                    metrics.LAST_EVENT_TIME.set(max(stamps))
+            # Bars and checkpoints must be on the broker before the ticks behind them are
+            # acknowledged.
+            await app.producer.flush()
+            acked = 0
+            for partition, pending in self.pending.items():
+                dirty = self.dirty.get(partition)
+                safe = min(dirty.values()) if dirty else None
+                while pending and (safe is None or pending[0].message.offset < safe):
+                    await stream.ack(pending.popleft())
+                    acked += 1
+            metrics.TICKS_CONSUMED.inc(self.processed - self._processed_reported)
+            self._processed_reported = self.processed
+            metrics.TICKS_ACKED.inc(acked)
+            for kind, total in self.stats.errors.items():
+                metrics.TICK_ERRORS.labels(kind).inc(total - self._errors_reported.get(kind, 0))
+                self._errors_reported[kind] = total
+
+
+hop: TickHop | None = None
+hop_stream: faust.StreamT[Any] | None = None
+
+
+@app.agent(ticks_topic)
+async def tick_hop(stream: faust.StreamT[bytes]) -> None:
+    global hop, hop_stream
+    client = async_redis(settings)
+    sink = TickSink(client, keys, symbol_of, on_error=lambda _exc: metrics.REDIS_ERRORS.inc())
+    hop = TickHop(sink, settings.watermark_grace)
+    manual = stream.noack()  # type: ignore[attr-defined]
+    hop_stream = manual
+    try:
+        async for event in manual.events():
+            await hop.on_event(event)
+            if hop.flush_due():
+                await hop.flush(manual)
+    finally:
+        hop = None
+        await client.aclose()
+
+
+@app.timer(interval=settings.sink_flush_interval)
+async def flush_idle() -> None:
+    """Flush the mirror and acknowledgements when no tick arrives to do it."""
+    if hop is not None and hop_stream is not None and hop.flush_due():
+        await hop.flush(hop_stream)
+
+
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]
+async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+    if hop is not None:
+        hop.forget({tp.partition for tp in revoked if tp.topic == settings.topic_ticks})
