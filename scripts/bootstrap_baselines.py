@@ -32,19 +32,23 @@ as zero volume: leave it out with ``--until`` (the last session to use).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import re
 import statistics
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
+from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from config.instruments import InstrumentMaster, InstrumentMasterError
+from config.settings import get_settings
 from core.bars import Bar
 from core.baselines import DEFAULT_POLICY, BaselinePolicy, TokenBaseline, source
 from core.history import (
@@ -53,7 +57,9 @@ from core.history import (
     load_history_file,
     write_baselines,
 )
+from core.tick_envelope import token_key
 from core.timeutil import IST
+from topology.topics import ensure_topics, pipeline_topics
 
 __all__ = [
     "BootstrapReport",
@@ -296,6 +302,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--until", type=date.fromisoformat, default=None, help="last session to use (YYYY-MM-DD)"
     )
     parser.add_argument("--instruments", type=Path, default=settings.instruments_path)
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="also send the baselines to the workers' tables (topic TICKFLOW_TOPIC_BASELINES)",
+    )
     args = parser.parse_args(argv)
     if not args.paths:
         args.paths = [settings.state_dir / "history"]
@@ -324,7 +335,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report.baselines:
         write_baselines(args.out, report.baselines)
     render_report(report, console, out=args.out if report.baselines else None, policy=policy)
+    if report.baselines and args.publish:
+        sent = asyncio.run(publish(report.baselines))
+        console.print(f"published {sent} baselines to topic {get_settings().topic_baselines!r}")
     return 0 if report.baselines else 2
+
+
+async def publish(baselines: Mapping[int, TokenBaseline]) -> int:
+    """Send each token's baseline to the baselines topic, keyed like every token topic,
+    so it lands in the table partition of the worker that owns the token."""
+    settings = get_settings()
+    await ensure_topics(settings.bootstrap_servers, pipeline_topics(settings))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20)
+    await producer.start()
+    try:
+        for token, baseline in baselines.items():
+            value = json.dumps({"token": token, "baseline": baseline.to_dict()}).encode()
+            await producer.send(settings.topic_baselines, value, key=token_key(token))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return len(baselines)
 
 
 if __name__ == "__main__":

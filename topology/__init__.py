@@ -1,8 +1,22 @@
-"""The Faust topology: ``faust -A topology worker`` finds ``topology.app``."""
+"""The Faust topology: ``faust -A topology worker`` finds ``topology.app``.
 
-from topology import instruments as instruments  # publishes the master at start-up
-from topology import tick_hop as tick_hop  # ticks -> tick:{token}, bars
-from topology import volume as volume  # bars -> vol:{token}, bars:1m:{token}
-from topology.app import app
+The app and its agents are imported on first access of ``topology.app``, so tools that
+only need a helper module (``topology.topics``, ``topology.broker_compat``) do not build
+a Faust app.
+"""
 
-__all__ = ["app"]
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from topology import instruments, tick_hop, volume  # noqa: F401  (register agents)
+        from topology.app import app
+
+        # Importing the submodule bound ``topology.app`` to the module: rebind the name
+        # to the App, as Faust expects.
+        globals()["app"] = app
+        return app
+    raise AttributeError(name)
