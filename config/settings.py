@@ -82,6 +82,12 @@ class Settings(BaseSettings):
 
     # --- worker ---------------------------------------------------------------------
     worker_web_port: int = Field(6066, description="Faust web/metrics port of a worker.")
+    worker_datadir: Path | None = Field(
+        None,
+        description="RocksDB table directory of this worker (default <state_dir>/worker-data); "
+        "one per worker process. (faust's own --datadir is read after the app is built, "
+        "so it cannot override this.)",
+    )
     worker_web_host: str = Field("127.0.0.1", description="Bind address of the worker web.")
     broker_session_timeout: float = Field(
         10.0,

@@ -54,7 +54,7 @@ class Stack:
     processes: list[Managed] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
-    def spawn(self, name: str, argv: Sequence[str]) -> Managed:
+    def spawn(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Managed:
         log_path = self.state_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as out:
@@ -63,7 +63,7 @@ class Stack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                env={**os.environ, **self.env, **(env or {})},
                 start_new_session=True,
             )
         managed = Managed(name, proc, log_path)
@@ -144,14 +144,13 @@ def start(args: argparse.Namespace, settings: Settings) -> Stack:
                     "faust",
                     "-A",
                     "topology",
-                    "--datadir",
-                    str(state_dir / f"worker-{index}-data"),
                     "worker",
                     "-l",
                     "info",
                     "--web-port",
                     str(port),
                 ],
+                env={"TICKFLOW_WORKER_DATADIR": str(state_dir / f"worker-{index}-data")},
             )
         ingestor_args = ["--tokens", str(args.tokens)]
         if args.source in ("simulator", "replay"):

@@ -40,7 +40,7 @@ def create_app(settings: Settings) -> TickflowApp:
         settings.app_id,
         broker=settings.broker_url,
         store="rocksdb://",
-        datadir=str(settings.state_dir / "worker-data"),
+        datadir=str(settings.worker_datadir or settings.state_dir / "worker-data"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         broker_session_timeout=settings.broker_session_timeout,

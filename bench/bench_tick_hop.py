@@ -1,0 +1,198 @@
+"""The tick hop's throughput against a bare Faust agent and a raw aiokafka loop.
+
+``python -m bench.bench_tick_hop [--ticks N]``: starts its own Tansu and redis-server,
+publishes N simulated full-mode ticks (the open of a 2000-token universe) to a fresh
+ticks topic per contestant, then times, on the same records in the same run:
+
+1. a hand-written aiokafka consume loop (the ceiling),
+2. a bare Faust agent that only consumes (``bench/bare_agent_app.py``: the baseline),
+3. the real worker (``faust -A topology worker``): decode, volume engine, bars, table
+   checkpoints, the Redis mirror, held acknowledgements.
+
+Rates are measured from the worker's first consumed record to its last (polling its
+counter), so start-up and group join are excluded. The goal is tick hop >= 80% of the
+bare agent: no per-tick changelog write and no per-tick Redis round trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from config.instruments import InstrumentMaster
+from core import tick_envelope
+from core.kite_protocol import encode_packet
+from core.market_simulator import MarketSimulator
+from core.timeutil import IST
+from scripts.kite_simulator import simulated_universe
+from scripts.services import free_port, start_redis, start_tansu, stop_process
+from topology.topics import TopicSpec, ensure_topics
+
+PARTITIONS = 4
+START = datetime(2026, 11, 24, 9, 15, tzinfo=IST)
+
+
+def build_records(ticks: int) -> list[tuple[bytes, bytes]]:
+    master = InstrumentMaster.load()
+    universe = simulated_universe(master, 2000, START)
+    market = MarketSimulator(universe, 3, START, master=master)
+    records: list[tuple[bytes, bytes]] = []
+    until = START
+    while len(records) < ticks:
+        until += timedelta(seconds=10)
+        for tick in market.advance(until):
+            packet = encode_packet(tick, "full")
+            stamp = (tick.exchange_timestamp or 0) * 1000
+            records.append((tick_envelope.token_key(tick.instrument_token),
+                            tick_envelope.encode(packet, stamp)))  # fmt: skip
+    return records[:ticks]
+
+
+async def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    await ensure_topics(bootstrap, [TopicSpec(topic, PARTITIONS)])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def raw_loop(bootstrap: str, topic: str, total: int) -> float:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        group_id=f"raw-{uuid.uuid4().hex[:6]}", enable_auto_commit=False,
+    )  # fmt: skip
+    await consumer.start()
+    seen = 0
+    began = 0.0
+    try:
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batch.values():
+                if records and not began:
+                    began = time.perf_counter()
+                for record in records:
+                    tick_envelope.decode(record.value)  # touch the bytes, as a worker would
+                seen += sum(len(r) for r in batch.values())
+    finally:
+        await consumer.stop()
+    return total / (time.perf_counter() - began)
+
+
+def scrape(url: str, counter: str) -> float:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            body = response.read().decode()
+    except OSError:
+        return 0.0
+    if counter == "json":
+        return float(json.loads(body)["consumed"])
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == counter:
+                return float(sample.value)
+    return 0.0
+
+
+def timed_worker(app: str, env: dict[str, str], url: str, counter: str, total: int) -> float:
+    log = Path(env["TICKFLOW_STATE_DIR"]) / f"{app}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "faust", "-A", app, "worker", "-l", "warning",
+             "--web-port", env["TICKFLOW_WORKER_WEB_PORT"]],
+            env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        first_at = None
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{app} exited; see {log}")
+            count = scrape(url, counter)
+            now = time.perf_counter()
+            if first_at is None and count > 0:
+                first_at, first_count = now, count
+            if count >= total and first_at is not None:
+                return (count - first_count) / (now - first_at)
+            time.sleep(0.05)
+        raise RuntimeError(f"{app} did not consume {total} records in time; see {log}")
+    finally:
+        stop_process(proc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=150_000)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="tickflow-bench-"))
+    broker_port, redis_port = free_port(), free_port()
+    tansu = start_tansu(broker_port, work / "tansu.log")
+    redis = start_redis(redis_port, work / "redis.log")
+    bootstrap = f"127.0.0.1:{broker_port}"
+    try:
+        print(f"building {args.ticks:,} simulated full-mode ticks ...", flush=True)
+        records = build_records(args.ticks)
+        rates: dict[str, float] = {}
+        for name in ("raw", "bare", "hop"):
+            suffix = f"{name}-{uuid.uuid4().hex[:6]}"
+            topic = f"ticks-{suffix}"
+            asyncio.run(publish(bootstrap, topic, records))
+            port = str(free_port())
+            env = {
+                "TICKFLOW_BROKER_URL": f"kafka://{bootstrap}",
+                "TICKFLOW_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                "TICKFLOW_APP_ID": f"bench-{suffix}",
+                "TICKFLOW_TOPIC_TICKS": topic,
+                "TICKFLOW_TOPIC_BARS": f"bars-{suffix}",
+                "TICKFLOW_TOPIC_VOLUME": f"volume-{suffix}",
+                "TICKFLOW_TOPIC_BASELINES": f"baselines-{suffix}",
+                "TICKFLOW_TOPIC_PARTITIONS": str(PARTITIONS),
+                "TICKFLOW_WORKER_WEB_PORT": port,
+                "TICKFLOW_STATE_DIR": str(work / suffix),
+            }
+            url = f"http://127.0.0.1:{port}"
+            if name == "raw":
+                rates[name] = asyncio.run(raw_loop(bootstrap, topic, len(records)))
+            elif name == "bare":
+                rates[name] = timed_worker(
+                    "bench.bare_agent_app", env, f"{url}/count", "json", len(records)
+                )
+            else:
+                rates[name] = timed_worker(
+                    "topology", env, f"{url}/metrics", "tickflow_worker_ticks_consumed_total",
+                    len(records),
+                )  # fmt: skip
+            print(f"{name}: {rates[name]:,.0f} records/s", flush=True)
+    finally:
+        stop_process(redis)
+        stop_process(tansu)
+    print(f"\n{len(records):,} ticks, {PARTITIONS} partitions, one worker process each\n")
+    print("| consumer | records/s | vs bare Faust agent |")
+    print("|---|---:|---:|")
+    labels = {"raw": "aiokafka consume loop (ceiling)", "bare": "bare Faust agent (baseline)",
+              "hop": "tick hop (faust -A topology)"}  # fmt: skip
+    for name in ("raw", "bare", "hop"):
+        print(f"| {labels[name]} | {rates[name]:,.0f} | {rates[name] / rates['bare']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
