@@ -115,7 +115,7 @@ def timed_worker(app: str, env: dict[str, str], url: str, counter: str, total: i
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "faust", "-A", app, "worker", "-l", "warning",
+            [sys.executable, "-m", "faust", "-A", app, "worker", "-l", "warn",
              "--web-port", env["TICKFLOW_WORKER_WEB_PORT"]],
             env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -23,6 +23,7 @@ the record being processed, and a replay from any offset re-derives it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -44,6 +45,10 @@ from topology.app import app, settings, ticks_topic
 from topology.instruments import keys, symbol_of
 
 log = logging.getLogger(__name__)
+
+#: Ticks held unacknowledged (waiting for a checkpoint) before processing waits for the
+#: flush in flight: bounds memory when Redis or the broker is slow.
+MAX_HELD = 500_000
 
 bars_topic = app.topic(
     settings.topic_bars,
@@ -70,7 +75,7 @@ class TickHop:
         self.pending: dict[int, deque[EventT]] = {}
         self.latest: dict[int, tuple[Tick, int]] = {}
         self.seen: set[int] = set()
-        self.lock = asyncio.Lock()
+        self.in_flight: asyncio.Task[None] | None = None
         self.last_flush = time.monotonic()
         self._errors_reported: dict[str, int] = {}
         self.processed = 0
@@ -170,35 +175,59 @@ class TickHop:
         )
 
     async def flush(self, stream: faust.StreamT[Any]) -> None:
-        async with self.lock:
-            self.last_flush = time.monotonic()
-            latest, self.latest = self.latest, {}
-            if latest:
-                started = time.perf_counter()
-                await self.sink.write(latest)
-                metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
-                metrics.REDIS_WRITES.inc(len(latest))
-                self.seen.update(latest)
-                metrics.TOKENS_SEEN.set(len(self.seen))
-                stamps = [t.exchange_timestamp for t, _ in latest.values() if t.exchange_timestamp]
-                if stamps:
-                    metrics.LAST_EVENT_TIME.set(max(stamps))
+        """Hand what is due to a background flush, so that processing goes on while Redis
+        and the broker answer; one flush at a time. Acknowledgements are decided now (the
+        safe offsets of this moment) and sent once the flush has made them durable."""
+        if self.in_flight is not None and not self.in_flight.done():
+            if self.held() > MAX_HELD:
+                await self.in_flight  # backpressure: Redis or the broker is slow
+            return
+        self.last_flush = time.monotonic()
+        latest, self.latest = self.latest, {}
+        releasable: list[EventT] = []
+        for partition, pending in self.pending.items():
+            dirty = self.dirty.get(partition)
+            safe = min(dirty.values()) if dirty else None
+            while pending and (safe is None or pending[0].message.offset < safe):
+                releasable.append(pending.popleft())
+        self.in_flight = asyncio.create_task(self._complete(stream, latest, releasable))
+        await asyncio.sleep(0)
+
+    def held(self) -> int:
+        return sum(len(p) for p in self.pending.values())
+
+    async def drain(self) -> None:
+        if self.in_flight is not None:
+            await self.in_flight
+
+    async def _complete(
+        self,
+        stream: faust.StreamT[Any],
+        latest: dict[int, tuple[Tick, int]],
+        releasable: list[EventT],
+    ) -> None:
+        if latest:
+            started = time.perf_counter()
+            await self.sink.write(latest)
+            metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+            metrics.REDIS_WRITES.inc(len(latest))
+            self.seen.update(latest)
+            metrics.TOKENS_SEEN.set(len(self.seen))
+            stamps = [t.exchange_timestamp for t, _ in latest.values() if t.exchange_timestamp]
+            if stamps:
+                metrics.LAST_EVENT_TIME.set(max(stamps))
+        if releasable:
             # Bars and checkpoints must be on the broker before the ticks behind them are
             # acknowledged.
             await app.producer.flush()
-            acked = 0
-            for partition, pending in self.pending.items():
-                dirty = self.dirty.get(partition)
-                safe = min(dirty.values()) if dirty else None
-                while pending and (safe is None or pending[0].message.offset < safe):
-                    await stream.ack(pending.popleft())
-                    acked += 1
-            metrics.TICKS_CONSUMED.inc(self.processed - self._processed_reported)
-            self._processed_reported = self.processed
-            metrics.TICKS_ACKED.inc(acked)
-            for kind, total in self.stats.errors.items():
-                metrics.TICK_ERRORS.labels(kind).inc(total - self._errors_reported.get(kind, 0))
-                self._errors_reported[kind] = total
+            for event in releasable:
+                await stream.ack(event)
+        metrics.TICKS_CONSUMED.inc(self.processed - self._processed_reported)
+        self._processed_reported = self.processed
+        metrics.TICKS_ACKED.inc(len(releasable))
+        for kind, total in self.stats.errors.items():
+            metrics.TICK_ERRORS.labels(kind).inc(total - self._errors_reported.get(kind, 0))
+            self._errors_reported[kind] = total
 
 
 hop: TickHop | None = None
@@ -219,6 +248,8 @@ async def tick_hop(stream: faust.StreamT[bytes]) -> None:
             if hop.flush_due():
                 await hop.flush(manual)
     finally:
+        with contextlib.suppress(Exception):
+            await hop.drain()
         hop = None
         await client.aclose()
 
