@@ -76,6 +76,10 @@ class TickHop:
         self.latest: dict[int, tuple[Tick, int]] = {}
         self.seen: set[int] = set()
         self.in_flight: asyncio.Task[None] | None = None
+        #: partition -> tokens whose emitted bars the broker has not confirmed yet
+        self.unconfirmed: dict[int, set[int]] = {}
+        #: partition -> tokens whose bars are confirmed, to checkpoint at the next event
+        self.confirmed: dict[int, set[int]] = {}
         self.last_flush = time.monotonic()
         self._errors_reported: dict[str, int] = {}
         self.processed = 0
@@ -103,6 +107,8 @@ class TickHop:
             self.swept.pop(partition, None)
             self.dirty.pop(partition, None)
             self.pending.pop(partition, None)
+            self.unconfirmed.pop(partition, None)
+            self.confirmed.pop(partition, None)
 
     def _checkpoint(self, partition: int, token: int) -> None:
         volume_states[str(token)] = {"p": partition, "s": self.states[token].to_dict()}
@@ -138,33 +144,50 @@ class TickHop:
         bars = apply_tick(
             state, token & 0xFF, offset, event_time, tick.last_price, tick.volume_traded
         )
-        if bars:
-            await self._emit(bars)
-            self._checkpoint(partition, token)
-        elif token not in dirty:
+        if token not in dirty:
             dirty[token] = offset
+        if bars:
+            await self._emit(partition, bars)
+        if self.confirmed.get(partition):
+            self._checkpoint_confirmed(partition)
         watermark = event_time - self.grace
         minute = minute_start(watermark)
         if minute > self.swept.get(partition, -1):
             self.swept[partition] = minute
-            await self._sweep(partition, watermark)
+            await self._sweep(partition, offset, watermark)
 
-    async def _sweep(self, partition: int, watermark: float) -> None:
+    async def _sweep(self, partition: int, offset: int, watermark: float) -> None:
         """Close what event time finished for every token of the partition, and
-        checkpoint every token changed since its last checkpoint."""
+        checkpoint every changed token that has no bar waiting for confirmation."""
         dirty = self.dirty[partition]
         for token in self.tokens_of[partition]:
             bars = advance_watermark(self.states[token], token & 0xFF, watermark)
             if bars:
-                await self._emit(bars)
-                self._checkpoint(partition, token)
-        for token in list(dirty):
+                dirty.setdefault(token, offset)
+                await self._emit(partition, bars)
+        waiting = self.unconfirmed.get(partition, set())
+        for token in [t for t in dirty if t not in waiting]:
             self._checkpoint(partition, token)
 
-    async def _emit(self, bars: list[Bar]) -> None:
+    async def _emit(self, partition: int, bars: list[Bar]) -> None:
+        """Send bars; the token's checkpoint waits until the broker has them.
+
+        A checkpoint written first could outlive the bars (the local RocksDB keeps it
+        while a ``kill -9`` loses the producer's buffer), and a restart would then skip
+        the ticks that made them: bars lost. Written after, a crash at worst re-emits
+        bars, which downstream ignores."""
         for bar in bars:
             await bars_topic.send(key=str(bar.instrument_token).encode(), value=bar.to_dict())
+        self.unconfirmed.setdefault(partition, set()).add(bars[0].instrument_token)
         metrics.BARS_EMITTED.inc(len(bars))
+
+    def _checkpoint_confirmed(self, partition: int) -> None:
+        """Checkpoint tokens whose bars the broker confirmed (not those that emitted
+        newer, unconfirmed bars since: they wait for the next confirmation)."""
+        waiting = self.unconfirmed.get(partition, set())
+        for token in self.confirmed.pop(partition):
+            if token not in waiting and token in self.states:
+                self._checkpoint(partition, token)
 
     # -- flush: mirror, producer, acknowledgements --------------------------------------
 
@@ -190,7 +213,8 @@ class TickHop:
             safe = min(dirty.values()) if dirty else None
             while pending and (safe is None or pending[0].message.offset < safe):
                 releasable.append(pending.popleft())
-        self.in_flight = asyncio.create_task(self._complete(stream, latest, releasable))
+        confirming, self.unconfirmed = self.unconfirmed, {}
+        self.in_flight = asyncio.create_task(self._complete(stream, latest, releasable, confirming))
         await asyncio.sleep(0)
 
     def held(self) -> int:
@@ -205,6 +229,7 @@ class TickHop:
         stream: faust.StreamT[Any],
         latest: dict[int, tuple[Tick, int]],
         releasable: list[EventT],
+        confirming: dict[int, set[int]],
     ) -> None:
         if latest:
             started = time.perf_counter()
@@ -216,10 +241,12 @@ class TickHop:
             stamps = [t.exchange_timestamp for t, _ in latest.values() if t.exchange_timestamp]
             if stamps:
                 metrics.LAST_EVENT_TIME.set(max(stamps))
-        if releasable:
+        if releasable or confirming:
             # Bars and checkpoints must be on the broker before the ticks behind them are
-            # acknowledged.
+            # acknowledged, and bars before the checkpoints that follow them.
             await app.producer.flush()
+            for partition, tokens in confirming.items():
+                self.confirmed.setdefault(partition, set()).update(tokens)
             for event in releasable:
                 await stream.ack(event)
         metrics.TICKS_CONSUMED.inc(self.processed - self._processed_reported)

@@ -129,10 +129,13 @@ async def volume(stream: faust.StreamT[Any]) -> None:
                 # Still (re)write the bar: an earlier attempt may have died before Redis.
                 await write_bars(client, keys, [bar], maxlen)
                 continue
-            volume_table[key] = state.to_record()
-            await volume_topic.send(key=key.encode(), value=fields)
+            # Outputs first, state last: a crash in between re-delivers the bar to a state
+            # that has not seen it, which rewrites the same values. (State first, and a
+            # crash would leave a state that skips the bar whose outputs never landed.)
             await write_bars(client, keys, [bar], maxlen)
             await write_hashes(client, {keys.vol(bar.instrument_token): fields})
+            await volume_topic.send(key=key.encode(), value=fields)
+            volume_table[key] = state.to_record()
             metrics.VOLUME_RESULTS.inc()
     finally:
         await client.aclose()

@@ -177,7 +177,8 @@ async def progress_to(
 
 
 def logs(group: ProcessGroup) -> str:
-    return "\n".join(f"--- {n}\n{group.log_tail(n, 15)}" for n in group.procs if "-w" in n[-6:])
+    names = [n for n in group.procs if (group.log_dir / f"{n}.log").exists()]
+    return "\n".join(f"--- {n}\n{group.log_tail(n, 15)}" for n in names)
 
 
 async def test_killed_and_restarted_workers_reach_the_uninterrupted_results(
