@@ -64,12 +64,19 @@ def create_app(settings: Settings) -> TickflowApp:
 settings = get_settings()
 app = create_app(settings)
 
-ticks_topic = app.topic(
-    settings.topic_ticks,
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=settings.topic_partitions,
-)
+
+def token_topic(name: str, value_serializer: str = "json") -> faust.TopicT:
+    """A topic keyed by instrument token (ASCII bytes), with the shared partition count,
+    so every token-keyed topic places a token on the same partition number."""
+    return app.topic(
+        name,
+        key_serializer="raw",
+        value_serializer=value_serializer,
+        partitions=settings.topic_partitions,
+    )
+
+
+ticks_topic = token_topic(settings.topic_ticks, value_serializer="raw")
 
 
 @app.page("/metrics")

@@ -41,7 +41,7 @@ from core.volume_engine import TokenVolumeState, advance_watermark, apply_tick
 from storage.redis_client import async_redis
 from storage.tick_sink import TickSink
 from topology import metrics
-from topology.app import app, settings, ticks_topic
+from topology.app import app, settings, ticks_topic, token_topic
 from topology.instruments import keys, symbol_of
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,7 @@ log = logging.getLogger(__name__)
 #: flush in flight: bounds memory when Redis or the broker is slow.
 MAX_HELD = 500_000
 
-bars_topic = app.topic(
-    settings.topic_bars,
-    key_serializer="raw",
-    value_serializer="json",
-    partitions=settings.topic_partitions,
-)
+bars_topic = token_topic(settings.topic_bars)
 #: token (as str) -> {"p": partition, "s": TokenVolumeState.to_dict()}
 volume_states = app.Table("volume-state", default=None, partitions=settings.topic_partitions)
 

@@ -31,24 +31,14 @@ from core.volume_analytics import VolumeAnalyticsState, update
 from storage.bar_sink import write_bars, write_hashes
 from storage.redis_client import async_redis
 from topology import metrics
-from topology.app import app, settings
+from topology.app import app, settings, token_topic
 from topology.instruments import keys, tick_size_of
 from topology.tick_hop import bars_topic
 
 log = logging.getLogger(__name__)
 
-volume_topic = app.topic(
-    settings.topic_volume,
-    key_serializer="raw",
-    value_serializer="json",
-    partitions=settings.topic_partitions,
-)
-baselines_topic = app.topic(
-    settings.topic_baselines,
-    key_serializer="raw",
-    value_serializer="json",
-    partitions=settings.topic_partitions,
-)
+volume_topic = token_topic(settings.topic_volume)
+baselines_topic = token_topic(settings.topic_baselines)
 #: token (as str) -> {"a": analytics state, "b": baseline, "acc": session accumulator}
 volume_table = app.Table("volume-analytics", default=None, partitions=settings.topic_partitions)
 
