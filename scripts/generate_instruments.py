@@ -611,37 +611,15 @@ def build_rows(ref: date = DEFAULT_REFERENCE_DATE) -> list[Row]:
         index_level[symbol] = level
 
     stocks = parse_stocks()
-    for s in stocks:
-        add(
-            SEG_NSE,
-            s.nse_token,
-            s.symbol,
-            s.name,
-            on_grid(s.price, equity_tick(s.price)),
-            None,
-            0.0,
-            equity_tick(s.price),
-            1,
-            "EQ",
-            "NSE",
-            "NSE",
-        )
-    for s in stocks:
-        if s.bse_code:
-            add(
-                SEG_BSE,
-                s.bse_code,
-                s.symbol,
-                s.name,
-                on_grid(s.price, equity_tick(s.price)),
-                None,
-                0.0,
-                equity_tick(s.price),
-                1,
-                "EQ",
-                "BSE",
-                "BSE",
-            )
+    # Every NSE listing first, then the BSE listings of the same companies.
+    for segment, exchange in ((SEG_NSE, "NSE"), (SEG_BSE, "BSE")):
+        for s in stocks:
+            # NSE: every stock (0 = allocate a token); BSE: only those with a BSE code.
+            listing = s.nse_token if segment == SEG_NSE else s.bse_code
+            if segment == SEG_NSE or listing:
+                tick = equity_tick(s.price)
+                add(segment, listing, s.symbol, s.name, on_grid(s.price, tick), None, 0.0, tick,
+                    1, "EQ", exchange, exchange)  # fmt: skip
     for line in BSE_ONLY.splitlines():
         symbol, name, price_text, code = line.split("|")
         price = float(price_text)

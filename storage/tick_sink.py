@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping
 
 import redis.asyncio as aioredis
@@ -44,7 +43,6 @@ class TickSink:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._on_error = on_error
-        self.last_success: float | None = None
 
     async def write(self, latest: Mapping[int, tuple[Tick, int]]) -> None:
         """Write one hash per token; retries until Redis accepts the whole batch."""
@@ -70,5 +68,4 @@ class TickSink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._backoff_max)
                 continue
-            self.last_success = time.monotonic()
             return
