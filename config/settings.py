@@ -80,6 +80,163 @@ class Settings(BaseSettings):
         7500, ge=0, description="Approximate cap of each bars:1m stream (0 = none)."
     )
 
+    # --- indicators, Greeks, regime (analytics-spec sections 2 to 4) ------------------
+    topic_indicators: str = Field("indicators", description="Indicator results per bar.")
+    topic_alerts: str = Field("alerts", description="Pattern alerts, key = token.")
+    risk_free_rate: float = Field(0.065, description="Risk-free rate (INR) for the Greeks.")
+    greeks_underlying: Literal["spot", "future"] = Field(
+        "spot",
+        description="Price options on the index spot / equity (Black-Scholes) or on the "
+        "matching future (Black-76).",
+    )
+    greeks_min_interval: float = Field(
+        1.0, ge=0, description="Seconds of event time between two computations per contract."
+    )
+    greeks_max_spread: float = Field(
+        0.1,
+        ge=0,
+        description="Use the bid/ask mid as option price when the spread is at most this "
+        "share of the mid; otherwise the last price.",
+    )
+    vix_token: int = Field(264969, description="Instrument token of India VIX.")
+    regime_normal_from: float = Field(15.0, description="VIX at or above: NORMAL (below: LOW).")
+    regime_high_from: float = Field(20.0, description="VIX at or above: HIGH.")
+    regime_panic_from: float = Field(25.0, description="VIX at or above: PANIC.")
+
+    # --- patterns and alerts (analytics-spec section 5) ------------------------------
+    pattern_cooldown: int = Field(
+        300,
+        ge=0,
+        description="Seconds of event time between two alerts of one token, pattern and signal.",
+    )
+    pattern_volume_thresholds: dict[str, float] = Field(
+        default_factory=lambda: {
+            "volume_spike": 2.2,
+            "volume_breakout": 1.8,
+            "volume_price_divergence": 1.5,
+            "upside_momentum": 1.3,
+            "downside_momentum": 1.3,
+            "breakout": 1.8,
+            "reversal": 1.6,
+            "hidden_accumulation": 1.6,
+        },
+        description="Base volume-ratio threshold per pattern (JSON; a partial dict overrides "
+        "only the patterns it names).",
+    )
+    pattern_volume_multipliers: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "volume_spike": {"LOW": 0.7, "NORMAL": 1.0, "HIGH": 1.3, "PANIC": 1.8},
+            "volume_breakout": {"LOW": 0.8, "NORMAL": 1.0, "HIGH": 1.4, "PANIC": 2.0},
+            "volume_price_divergence": {"LOW": 0.7, "NORMAL": 1.0, "HIGH": 1.3, "PANIC": 1.8},
+            "upside_momentum": {"LOW": 0.7, "NORMAL": 1.0, "HIGH": 1.3, "PANIC": 1.8},
+            "downside_momentum": {"LOW": 0.7, "NORMAL": 1.0, "HIGH": 1.3, "PANIC": 1.8},
+            "breakout": {"LOW": 0.8, "NORMAL": 1.0, "HIGH": 1.4, "PANIC": 2.0},
+            "reversal": {"LOW": 0.7, "NORMAL": 1.0, "HIGH": 1.3, "PANIC": 1.8},
+            "hidden_accumulation": {"LOW": 0.7, "NORMAL": 1.0, "HIGH": 1.3, "PANIC": 1.8},
+        },
+        description="Regime multiplier of each pattern's volume threshold, pattern -> "
+        "regime -> factor (JSON; partial dicts override only what they name).",
+    )
+    pattern_price_multipliers: dict[str, float] = Field(
+        default_factory=lambda: {"LOW": 0.8, "NORMAL": 1.0, "HIGH": 1.4, "PANIC": 1.0},
+        description="Regime multiplier m of the price thresholds written with m in the "
+        "spec (JSON; a partial dict overrides only the regimes it names).",
+    )
+    pattern_spike_min_move: float = Field(
+        0.1, gt=0, description="volume_spike: minimum abs(pc) in percent (not scaled by m)."
+    )
+    pattern_volume_breakout_move: float = Field(
+        0.3, gt=0, description="volume_breakout: abs(pc) must exceed this x m (percent)."
+    )
+    pattern_divergence_move: float = Field(
+        0.5, gt=0, description="volume_price_divergence: pc beyond -/+ this x m (percent)."
+    )
+    pattern_divergence_low_ratio: float = Field(
+        0.8, gt=0, description="volume_price_divergence: ratio below this = unconfirmed rise."
+    )
+    pattern_momentum_move: float = Field(
+        0.5, gt=0, description="up/downside_momentum: pc beyond -/+ this x m (percent)."
+    )
+    pattern_momentum_rsi_max: float = Field(
+        70.0, ge=0, le=100, description="upside_momentum fires only with RSI below this."
+    )
+    pattern_momentum_rsi_min: float = Field(
+        30.0, ge=0, le=100, description="downside_momentum fires only with RSI above this."
+    )
+    pattern_breakout_lookback: int = Field(
+        20, ge=1, description="breakout: earlier bars whose high/low the close must break."
+    )
+    pattern_breakout_move: float = Field(
+        0.3, gt=0, description="breakout: abs(pc) must exceed this x m (percent)."
+    )
+    pattern_breakout_rsi_min: float = Field(
+        30.0, ge=0, le=100, description="breakout: lowest RSI allowed (inclusive)."
+    )
+    pattern_breakout_rsi_max: float = Field(
+        70.0, ge=0, le=100, description="breakout: highest RSI allowed (inclusive)."
+    )
+    pattern_reversal_first_leg: float = Field(
+        0.4, gt=0, description="reversal: first leg (p0 -> p2) beyond this x m (percent)."
+    )
+    pattern_reversal_second_leg: float = Field(
+        0.2, gt=0, description="reversal: opposite second leg (p2 -> p4) beyond this x m (%)."
+    )
+    pattern_hidden_max_ratio: float = Field(
+        2.0, gt=0, description="hidden_accumulation: volume ratio must stay below this."
+    )
+    pattern_hidden_rsi_min: float = Field(
+        45.0, ge=0, le=100, description="hidden_accumulation: RSI above this (exclusive)."
+    )
+    pattern_hidden_rsi_max: float = Field(
+        65.0, ge=0, le=100, description="hidden_accumulation: RSI below this (exclusive)."
+    )
+    pattern_hidden_max_move: float = Field(
+        0.1, gt=0, description="hidden_accumulation: abs(pc) below this (percent, not x m)."
+    )
+    pattern_stop_atr_multiple: float = Field(
+        1.5, gt=0, description="Stop-loss suggestion: entry -/+ this x ATR(14)."
+    )
+    pattern_stop_max_pct: float = Field(
+        5.0, gt=0, description="Stop-loss distance cap, percent of the entry price."
+    )
+    alerts_dedup_horizon: int = Field(
+        86_400,
+        ge=1,
+        description="Seconds of event time the alert sink remembers alert ids; "
+        "an alert older than the newest by more is dropped as stale.",
+    )
+
+    # --- Redis layer -----------------------------------------------------------------
+    redis_username: str | None = Field(
+        None, description="Redis ACL user (default: the URL's user, else `default`)."
+    )
+    redis_tls: bool = Field(False, description="Connect with TLS (implied by a rediss:// URL).")
+    redis_tls_ca_file: Path | None = Field(
+        None, description="CA bundle for the Redis server certificate (default: system store)."
+    )
+    redis_tls_cert_file: Path | None = Field(
+        None, description="TLS client certificate, for servers with tls-auth-clients on."
+    )
+    redis_tls_key_file: Path | None = Field(None, description="Private key of redis_tls_cert_file.")
+    redis_pool_size: int = Field(
+        32, ge=1, description="Connections in the process's Redis pool; callers wait for one."
+    )
+    tick_ttl: int = Field(
+        604_800,
+        ge=0,
+        description="Seconds a tick:{token} hash lives after its last write (0 = forever); a "
+        "week outlives weekends and holidays and lets expired contracts' keys go.",
+    )
+    analytics_ttl: int = Field(
+        604_800,
+        ge=0,
+        description="Seconds a vol:, ind: or greeks: hash lives after its last write "
+        "(0 = forever).",
+    )
+    alerts_stream_maxlen: int = Field(
+        10_000, ge=0, description="Approximate cap of the alerts stream (0 = none)."
+    )
+
     # --- worker ---------------------------------------------------------------------
     worker_web_port: int = Field(6066, description="Faust web/metrics port of a worker.")
     worker_datadir: Path | None = Field(

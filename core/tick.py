@@ -67,6 +67,8 @@ DEPTH_LEVELS = 5
 # 1/divisor), uint16 orders, 2 padding bytes. Bids come first, then asks.
 _SIDE = struct.Struct(">" + "IiHxx" * DEPTH_LEVELS)
 _BOTH = struct.Struct(">" + "IiHxx" * 2 * DEPTH_LEVELS)
+#: The first level of a side: quantity and price, what a ``tick:{token}`` mirror needs.
+_TOP = struct.Struct(">Ii")
 #: Bytes of depth in a full packet (offsets 64..184): :attr:`Depth.wire`.
 DEPTH_WIRE_LENGTH = _BOTH.size  # 120
 #: Ints in :attr:`Depth.raw`: (quantity, price, orders) for five bids, then five asks.
@@ -185,6 +187,15 @@ class Depth:
         if asks is None:
             asks = self._asks = _levels(_SIDE.unpack_from(self._wire, _SIDE.size), self._divisor)
         return asks
+
+    def top(self) -> tuple[int, float, int, float]:
+        """(bid quantity, bid price, ask quantity, ask price) of the first level a side,
+        read straight from the wire: the tick mirror's per-tick need, without building
+        the ten levels (which would cost more than the rest of the packet)."""
+        wire, divisor = self._wire, self._divisor
+        bid_qty, bid_price = _TOP.unpack_from(wire, 0)
+        ask_qty, ask_price = _TOP.unpack_from(wire, _SIDE.size)
+        return bid_qty, bid_price / divisor, ask_qty, ask_price / divisor
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Depth):

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
@@ -57,6 +58,7 @@ from core.history import (
     load_history_file,
     write_baselines,
 )
+from core.indicators import backfill
 from core.tick_envelope import token_key
 from core.timeutil import IST
 from topology.topics import ensure_topics, pipeline_topics
@@ -84,6 +86,9 @@ class BootstrapReport:
     """What a bootstrap loaded and skipped; :func:`render_report` prints it."""
 
     baselines: dict[int, TokenBaseline] = field(default_factory=dict)
+    #: Indicator state warmed on the token's history (``core.indicators.backfill``), so
+    #: its indicators are exact from the first live bar.
+    indicators: dict[int, dict[str, Any]] = field(default_factory=dict)
     files_read: int = 0
     files_skipped: list[tuple[Path, str]] = field(default_factory=list)
     rows_loaded: int = 0
@@ -215,6 +220,7 @@ def bootstrap(
         bars_of = [merged[start] for start in sorted(merged)]
         report.sessions_found[tok] = len({b.session for b in bars_of})
         report.baselines[tok] = baseline_from_bars(tok, bars_of, policy=policy)
+        report.indicators[tok] = backfill(bars_of).to_dict()
     return report
 
 
@@ -336,21 +342,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_baselines(args.out, report.baselines)
     render_report(report, console, out=args.out if report.baselines else None, policy=policy)
     if report.baselines and args.publish:
-        sent = asyncio.run(publish(report.baselines))
+        sent = asyncio.run(publish(report.baselines, report.indicators))
         console.print(f"published {sent} baselines to topic {get_settings().topic_baselines!r}")
     return 0 if report.baselines else 2
 
 
-async def publish(baselines: Mapping[int, TokenBaseline]) -> int:
-    """Send each token's baseline to the baselines topic, keyed like every token topic,
-    so it lands in the table partition of the worker that owns the token."""
+async def publish(
+    baselines: Mapping[int, TokenBaseline],
+    indicators: Mapping[int, dict[str, Any]] | None = None,
+) -> int:
+    """Send each token's baseline (and warmed indicator state) to the baselines topic,
+    keyed like every token topic, so it lands in the table partition of the worker that
+    owns the token."""
     settings = get_settings()
     await ensure_topics(settings.bootstrap_servers, pipeline_topics(settings))
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20)
     await producer.start()
     try:
         for token, baseline in baselines.items():
-            value = json.dumps({"token": token, "baseline": baseline.to_dict()}).encode()
+            message = {"token": token, "baseline": baseline.to_dict()}
+            if indicators and token in indicators:
+                message["indicators"] = indicators[token]
+            value = json.dumps(message).encode()
             await producer.send(settings.topic_baselines, value, key=token_key(token))
         await producer.flush()
     finally:

@@ -1,45 +1,23 @@
-"""Redis connections built from the settings, with the password kept secret.
+"""Redis clients built from the settings, on the process's shared pools.
 
-The password is passed separately from the URL (settings strip it from ``redis_url``),
-so connection errors, which name the URL, can be logged as they are.
+Kept as the entry point the topology already uses; the connection handling (one pool
+per process and event loop, ACL user, TLS, the password kept in its SecretStr) lives in
+:mod:`storage.redis_manager`. A client's ``aclose()``/``close()`` releases its connection
+and leaves the shared pool open for the rest of the process.
 """
 
 from __future__ import annotations
 
 import redis
 import redis.asyncio as aioredis
-from redis.backoff import ExponentialBackoff
 
 from config.settings import Settings
-
-_RETRY_ON = [redis.ConnectionError, redis.TimeoutError]
-
-
-def _password(settings: Settings) -> str | None:
-    return settings.redis_password.get_secret_value() if settings.redis_password else None
+from storage.redis_manager import ConnectionSpec, async_client, sync_client
 
 
 def async_redis(settings: Settings) -> aioredis.Redis:
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        settings.redis_url,
-        password=_password(settings),
-        socket_connect_timeout=5,
-        socket_timeout=10,
-        health_check_interval=30,
-        retry=aioredis.retry.Retry(ExponentialBackoff(cap=2.0, base=0.1), 3),
-        retry_on_error=_RETRY_ON,
-    )
-    return client
+    return async_client(ConnectionSpec.from_settings(settings))
 
 
 def sync_redis(settings: Settings) -> redis.Redis:
-    client: redis.Redis = redis.Redis.from_url(
-        settings.redis_url,
-        password=_password(settings),
-        socket_connect_timeout=5,
-        socket_timeout=10,
-        health_check_interval=30,
-        retry=redis.retry.Retry(ExponentialBackoff(cap=2.0, base=0.1), 3),
-        retry_on_error=_RETRY_ON,
-    )
-    return client
+    return sync_client(ConnectionSpec.from_settings(settings))

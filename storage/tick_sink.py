@@ -17,9 +17,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from core.tick import Tick
-from storage.bar_sink import write_hashes
 from storage.keys import Keys
-from storage.tick_hash import tick_hash
+from storage.tick_hash import pack_hset, pack_tick_hset, tick_values
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +43,27 @@ class TickSink:
         self._backoff_max = backoff_max
         self._on_error = on_error
 
-    async def write(self, latest: Mapping[int, tuple[Tick, int]]) -> None:
-        """Write one hash per token; retries until Redis accepts the whole batch."""
-        if not latest:
+    async def write(
+        self,
+        latest: Mapping[int, tuple[Tick, int]],
+        hashes: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """Write one hash per token, and ``hashes`` (whole hashes by key) in the same
+        round trip; retries until Redis accepts the whole batch."""
+        if not latest and not hashes:
             return
         delay = self._backoff_initial
-        hashes = {}
-        for token, (tick, received_at_ms) in latest.items():
-            symbol, exchange = self._symbols(token)
-            hashes[self._keys.tick(token)] = tick_hash(tick, received_at_ms, symbol, exchange)
+        key, symbols = self._keys.tick, self._symbols
+        payload = b"".join(
+            pack_tick_hset(key(token), tick_values(tick, received_at_ms, *symbols(token)))
+            for token, (tick, received_at_ms) in latest.items()
+        )
+        if hashes:
+            payload += b"".join(pack_hset(name, fields) for name, fields in hashes.items())
+        replies = len(latest) + len(hashes or ())
         while True:
             try:
-                await write_hashes(self._client, hashes)
+                await self._send(payload, replies)
             except (RedisError, OSError) as exc:
                 if self._on_error is not None:
                     self._on_error(exc)
@@ -69,3 +77,20 @@ class TickSink:
                 delay = min(delay * 2, self._backoff_max)
                 continue
             return
+
+    async def _send(self, payload: bytes, replies: int) -> None:
+        """One round trip for the whole batch: the packed commands on one pooled
+        connection, then their replies (a pipeline without redis-py's per-argument
+        packing). A connection that failed midway is dropped, not returned with unread
+        replies."""
+        pool = self._client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command(payload)
+            for _ in range(replies):
+                await connection.read_response()
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)

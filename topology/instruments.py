@@ -42,9 +42,12 @@ async def load_instruments() -> None:
     """Publish the instrument master to Redis (idempotent; every worker may do it)."""
     client = async_redis(settings)
     try:
-        rows = instrument_master().frame.iter_rows(named=True)
+        rows = instrument_master().frame.rows(named=True)
         written = await publish_instruments(client, keys, rows)
     finally:
         await client.aclose()
-    metrics.INSTRUMENTS_LOADED.set(written)
-    log.info("instrument master in Redis: %d instruments", written)
+    metrics.INSTRUMENTS_LOADED.set(len(rows))
+    if written:
+        log.info("instrument master published to Redis: %d instruments", written)
+    else:
+        log.info("instrument master already in Redis (%d instruments, unchanged)", len(rows))

@@ -20,8 +20,9 @@ LAST_EVENT_TIME = Gauge(
     "tickflow_worker_last_event_time_seconds", "Latest exchange time seen (epoch seconds)"
 )
 INSTRUMENTS_LOADED = Gauge("tickflow_worker_instruments_loaded", "Instrument master rows in Redis")
-TICKS_ACKED = Counter(
-    "tickflow_worker_ticks_acked_total", "Tick records acknowledged (their effect is durable)"
+TICKS_DURABLE = Counter(
+    "tickflow_worker_ticks_durable_total",
+    "Tick records whose effect is durable (their offsets may be committed)",
 )
 BARS_EMITTED = Counter("tickflow_worker_bars_emitted_total", "1-minute bars sent to the bars topic")
 CHECKPOINTS = Counter(
@@ -33,4 +34,20 @@ BARS_DUPLICATE = Counter(
 VOLUME_RESULTS = Counter("tickflow_worker_volume_results_total", "vol:{token} results written")
 BASELINES_LOADED = Counter(
     "tickflow_worker_baselines_loaded_total", "Bootstrapped baselines merged"
+)
+GREEKS_COMPUTED = Counter(
+    "tickflow_worker_greeks_computed_total", "Option Greeks computations (errors included)"
+)
+GREEKS_ERRORS = Counter(
+    "tickflow_worker_greeks_errors_total", "Greeks computations that wrote an error reason"
+)
+INDICATOR_RESULTS = Counter("tickflow_worker_indicator_results_total", "ind:{token} updates")
+ALERTS_EMITTED = Counter(
+    "tickflow_worker_alerts_total", "Pattern alerts written (duplicates excluded)", ["pattern"]
+)
+ALERTS_SUPPRESSED = Counter(
+    "tickflow_worker_alerts_suppressed_total", "Pattern alerts held back by the cooldown"
+)
+BAD_BARS = Counter(
+    "tickflow_worker_bad_bars_total", "Bars the signal stage could not evaluate", ["reason"]
 )

@@ -7,11 +7,12 @@ which closes 1-minute bars that go to the ``bars`` topic.
 Exactness without per-tick table writes (a changelog write per tick would cap the hop at
 a third of a bare agent's rate). The volume state of a token is checkpointed to the
 RocksDB-backed table only when it emits bars, and at each partition's minute sweep for
-tokens it changed (so at most about once per token per event-minute). Offsets are
-acknowledged by hand, only once every tick below them is covered by a checkpoint (and
-its bars and the mirror are flushed): Faust commits the contiguous acknowledged prefix,
-so after a crash the worker resumes at or before the oldest tick whose effect was not
-yet durable, and the engine ignores ticks at or below a token's checkpointed offset.
+tokens it changed (so at most about once per token per event-minute). Faust acknowledges
+each tick as usual, but a commit gate (``topology.commit_gate``) keeps the committed
+offset of each partition at or below the oldest tick whose effect is not yet durable
+(covered by a checkpoint, its bars confirmed by the broker, its mirror written): after a
+crash the worker resumes at or before that tick, and the engine ignores ticks at or
+below a token's checkpointed offset.
 A crash therefore neither loses nor doubles a tick's effect, and bars re-emitted after
 one carry the same content (downstream writes are idempotent).
 
@@ -26,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from typing import Any
 
 import faust
@@ -42,12 +42,15 @@ from storage.redis_client import async_redis
 from storage.tick_sink import TickSink
 from topology import metrics
 from topology.app import app, settings, ticks_topic, token_topic
-from topology.instruments import keys, symbol_of
+from topology.commit_gate import CommitGate
+from topology.greeks import GreeksStage
+from topology.instruments import instrument_master, keys, symbol_of
+from topology.market import MarketFeed
 
 log = logging.getLogger(__name__)
 
-#: Ticks held unacknowledged (waiting for a checkpoint) before processing waits for the
-#: flush in flight: bounds memory when Redis or the broker is slow.
+#: Ticks processed while a flush is in flight before processing waits for it: bounds
+#: memory (and the uncommitted tail) when Redis or the broker is slow.
 MAX_HELD = 500_000
 
 bars_topic = token_topic(settings.topic_bars)
@@ -58,16 +61,28 @@ volume_states = app.Table("volume-state", default=None, partitions=settings.topi
 class TickHop:
     """The in-memory side of the tick hop for the partitions this worker owns."""
 
-    def __init__(self, sink: TickSink, grace: float) -> None:
+    def __init__(
+        self,
+        sink: TickSink,
+        grace: float,
+        gate: CommitGate,
+        greeks: GreeksStage,
+        market: MarketFeed,
+    ) -> None:
         self.sink = sink
         self.grace = grace
+        self.gate = gate
+        self.greeks = greeks
+        self.market = market
         self.stats = DecodeStats()
         self.states: dict[int, TokenVolumeState] = {}
         self.tokens_of: dict[int, set[int]] = {}
         self.loaded: set[int] = set()
         self.swept: dict[int, int] = {}
         self.dirty: dict[int, dict[int, int]] = {}
-        self.pending: dict[int, deque[EventT]] = {}
+        #: partition -> the offset after the last tick processed
+        self.next_offset: dict[int, int] = {}
+        self.since_flush = 0
         self.latest: dict[int, tuple[Tick, int]] = {}
         self.seen: set[int] = set()
         self.in_flight: asyncio.Task[None] | None = None
@@ -101,7 +116,7 @@ class TickHop:
             self.loaded.discard(partition)
             self.swept.pop(partition, None)
             self.dirty.pop(partition, None)
-            self.pending.pop(partition, None)
+            self.next_offset.pop(partition, None)
             self.unconfirmed.pop(partition, None)
             self.confirmed.pop(partition, None)
 
@@ -116,8 +131,12 @@ class TickHop:
         message = event.message
         partition = message.partition
         offset = message.offset
-        self.pending.setdefault(partition, deque()).append(event)
+        if partition not in self.loaded:
+            self._load_partition(partition)
+            self.gate.hold(partition, offset)
+        self.next_offset[partition] = offset + 1
         self.processed += 1
+        self.since_flush += 1
         dirty = self.dirty.setdefault(partition, {})
         try:
             record = tick_envelope.decode(event.value)
@@ -129,13 +148,13 @@ class TickHop:
             return
         token = tick.instrument_token
         self.latest[token] = (tick, record.received_at_ms)
-        if partition not in self.loaded:
-            self._load_partition(partition)
         state = self.states.get(token)
         if state is None:
             state = self.states[token] = TokenVolumeState(token)
             self.tokens_of[partition].add(token)
         event_time = tick.exchange_timestamp or record.received_at_ms // 1000
+        if token in self.market.watched:
+            self.market.observe(token, tick.last_price, event_time)
         bars = apply_tick(
             state, token & 0xFF, offset, event_time, tick.last_price, tick.volume_traded
         )
@@ -192,28 +211,25 @@ class TickHop:
             or time.monotonic() - self.last_flush >= settings.sink_flush_interval
         )
 
-    async def flush(self, stream: faust.StreamT[Any]) -> None:
+    async def flush(self) -> None:
         """Hand what is due to a background flush, so that processing goes on while Redis
-        and the broker answer; one flush at a time. Acknowledgements are decided now (the
-        safe offsets of this moment) and sent once the flush has made them durable."""
+        and the broker answer; one flush at a time. The commit limits are decided now
+        (the safe offsets of this moment) and released once the flush has made them
+        durable."""
         if self.in_flight is not None and not self.in_flight.done():
-            if self.held() > MAX_HELD:
+            if self.since_flush > MAX_HELD:
                 await self.in_flight  # backpressure: Redis or the broker is slow
             return
         self.last_flush = time.monotonic()
+        self.since_flush = 0
         latest, self.latest = self.latest, {}
-        releasable: list[EventT] = []
-        for partition, pending in self.pending.items():
+        safe: dict[int, int] = {}
+        for partition, next_offset in self.next_offset.items():
             dirty = self.dirty.get(partition)
-            safe = min(dirty.values()) if dirty else None
-            while pending and (safe is None or pending[0].message.offset < safe):
-                releasable.append(pending.popleft())
+            safe[partition] = min(dirty.values()) if dirty else next_offset
         confirming, self.unconfirmed = self.unconfirmed, {}
-        self.in_flight = asyncio.create_task(self._complete(stream, latest, releasable, confirming))
+        self.in_flight = asyncio.create_task(self._complete(latest, safe, confirming))
         await asyncio.sleep(0)
-
-    def held(self) -> int:
-        return sum(len(p) for p in self.pending.values())
 
     async def drain(self) -> None:
         if self.in_flight is not None:
@@ -221,14 +237,18 @@ class TickHop:
 
     async def _complete(
         self,
-        stream: faust.StreamT[Any],
         latest: dict[int, tuple[Tick, int]],
-        releasable: list[EventT],
+        safe: dict[int, int],
         confirming: dict[int, set[int]],
     ) -> None:
-        if latest:
+        greeks = self.greeks.compute(latest)
+        hashes = {keys.greeks(token): fields for token, fields in greeks.items()}
+        regime, self.market.regime_to_mirror = self.market.regime_to_mirror, None
+        if regime is not None:
+            hashes[keys.regime] = regime.to_redis()
+        if latest or hashes:
             started = time.perf_counter()
-            await self.sink.write(latest)
+            await self.sink.write(latest, hashes)
             metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
             metrics.REDIS_WRITES.inc(len(latest))
             self.seen.update(latest)
@@ -236,39 +256,46 @@ class TickHop:
             stamps = [t.exchange_timestamp for t, _ in latest.values() if t.exchange_timestamp]
             if stamps:
                 metrics.LAST_EVENT_TIME.set(max(stamps))
-        if releasable or confirming:
-            # Bars and checkpoints must be on the broker before the ticks behind them are
-            # acknowledged, and bars before the checkpoints that follow them.
-            await app.producer.flush()
-            for partition, tokens in confirming.items():
-                self.confirmed.setdefault(partition, set()).update(tokens)
-            for event in releasable:
-                await stream.ack(event)
+        # Bars and checkpoints must be on the broker before the ticks behind them may be
+        # committed, and bars before the checkpoints that follow them.
+        await app.producer.flush()
+        for partition, tokens in confirming.items():
+            self.confirmed.setdefault(partition, set()).update(tokens)
+        durable = 0
+        for partition, offset in safe.items():
+            if partition in self.loaded:  # not revoked meanwhile
+                durable += max(0, offset - self.gate.limits.get(partition, offset))
+                self.gate.release(partition, offset)
         metrics.TICKS_CONSUMED.inc(self.processed - self._processed_reported)
         self._processed_reported = self.processed
-        metrics.TICKS_ACKED.inc(len(releasable))
+        metrics.TICKS_DURABLE.inc(durable)
         for kind, total in self.stats.errors.items():
             metrics.TICK_ERRORS.labels(kind).inc(total - self._errors_reported.get(kind, 0))
             self._errors_reported[kind] = total
 
 
 hop: TickHop | None = None
-hop_stream: faust.StreamT[Any] | None = None
+commit_gate = CommitGate(settings.topic_ticks)
 
 
 @app.agent(ticks_topic)
 async def tick_hop(stream: faust.StreamT[bytes]) -> None:
-    global hop, hop_stream
+    global hop
     client = async_redis(settings)
     sink = TickSink(client, keys, symbol_of, on_error=lambda _exc: metrics.REDIS_ERRORS.inc())
-    hop = TickHop(sink, settings.watermark_grace)
-    manual = stream.noack()  # type: ignore[attr-defined]
-    hop_stream = manual
+    greeks = GreeksStage(instrument_master())
+    market = MarketFeed(greeks.underlyings, settings.vix_token, settings.greeks_min_interval)
+    hop = TickHop(sink, settings.watermark_grace, commit_gate, greeks, market)
+    commit_gate.install(app.consumer)
     try:
-        async for event in manual.events():
-            await hop.on_event(event)
+        # ``async for value in stream`` with the stream's current event, rather than
+        # ``stream.events()``: one async-generator layer less per tick.
+        async for _ in stream:
+            event = stream.current_event
+            if event is not None:
+                await hop.on_event(event)
             if hop.flush_due():
-                await hop.flush(manual)
+                await hop.flush()
     finally:
         with contextlib.suppress(Exception):
             await hop.drain()
@@ -279,8 +306,8 @@ async def tick_hop(stream: faust.StreamT[bytes]) -> None:
 @app.timer(interval=settings.sink_flush_interval)
 async def flush_idle() -> None:
     """Flush the mirror and acknowledgements when no tick arrives to do it."""
-    if hop is not None and hop_stream is not None and hop.flush_due():
-        await hop.flush(hop_stream)
+    if hop is not None and hop.flush_due():
+        await hop.flush()
 
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]

@@ -40,6 +40,8 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
             settings.topic_bars,
             settings.topic_volume,
             settings.topic_baselines,
+            settings.topic_indicators,
+            settings.topic_alerts,
         )
     ]
 

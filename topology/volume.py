@@ -124,7 +124,7 @@ async def volume(stream: faust.StreamT[Any]) -> None:
             # crash would leave a state that skips the bar whose outputs never landed.)
             await write_bars(client, keys, [bar], maxlen)
             await write_hashes(client, {keys.vol(bar.instrument_token): fields})
-            await volume_topic.send(key=key.encode(), value=fields)
+            await volume_topic.send(key=key.encode(), value={"bar": bar.to_dict(), "vol": fields})
             volume_table[key] = state.to_record()
             metrics.VOLUME_RESULTS.inc()
     finally:
