@@ -31,6 +31,7 @@ import redis
 
 from config.instruments import Instrument, InstrumentMaster
 from core.timeutil import IST
+from storage.backup import RecordWriter
 from storage.legacy_layout import LEGACY_DBS, LegacyKey, LegacyKind, legacy_symbol
 from storage.redis_manager import ConnectionSpec, sync_client
 
@@ -67,33 +68,38 @@ class LegacyDataset:
 
 
 class _Loader:
-    """Pipelined writes into several databases, flushed every ``chunk`` commands."""
+    """Batched writes into several databases: strings and hashes as typed records through
+    :class:`storage.backup.RecordWriter` (one script call per batch: redis-py's cost per
+    pipelined command would otherwise dominate), stream entries pipelined."""
 
-    def __init__(self, clients: Mapping[int, redis.Redis], chunk: int = 5000) -> None:
+    def __init__(self, clients: Mapping[int, redis.Redis]) -> None:
+        self._writers = {db: RecordWriter(c) for db, c in clients.items()}
         self._pipes = {db: c.pipeline(transaction=False) for db, c in clients.items()}
-        self._queued = 0
-        self._chunk = chunk
+        self._now_ms = int(time.time() * 1000)
         self.dataset = LegacyDataset()
 
     def _count(self, kind: LegacyKind) -> None:
         self.dataset.keys += 1
         self.dataset.by_kind[kind.name.lower()] += 1
-        self._queued += 2
-        if self._queued >= self._chunk:
-            self.flush()
+
+    def _expiry(self, ttl: int) -> int | None:
+        return self._now_ms + ttl * 1000 if ttl else None
 
     def string(self, db: int, key: LegacyKey | str, value: str, ttl: int = 0) -> str:
         name = key if isinstance(key, str) else key.name()
-        self._pipes[db].set(name, value, ex=ttl or None)
+        self._writers[db].add({"k": name, "t": "string", "x": self._expiry(ttl), "v": value})
         self._count(key.kind if isinstance(key, LegacyKey) else LegacyKind.UNKNOWN)
         return f"{db}:{name}"
 
     def hash(self, db: int, key: LegacyKey, value: Mapping[str, str], ttl: int = 0) -> str:
         name = key.name()
-        pipe = self._pipes[db]
-        pipe.hset(name, mapping=dict(value))  # type: ignore[arg-type]
-        if ttl:
-            pipe.expire(name, ttl)
+        record = {
+            "k": name,
+            "t": "hash",
+            "x": self._expiry(ttl),
+            "v": [[f, v] for f, v in value.items()],
+        }
+        self._writers[db].add(record)
         self._count(key.kind)
         return f"{db}:{name}"
 
@@ -104,14 +110,13 @@ class _Loader:
         pipe = self._pipes[db]
         for ms, fields in entries:
             pipe.xadd(name, dict(fields), id=f"{ms}-*")  # type: ignore[arg-type]
-            self._queued += 1
+        pipe.execute()
         self._count(key.kind)
         return f"{db}:{name}"
 
     def flush(self) -> None:
-        for pipe in self._pipes.values():
-            pipe.execute()
-        self._queued = 0
+        for writer in self._writers.values():
+            writer.flush()
 
 
 def _epoch_ms(hour: int, minute: int, second: float = 0.0) -> int:

@@ -173,6 +173,13 @@ def start(args: argparse.Namespace, settings: Settings) -> Stack:
                 "127.0.0.1", settings.simulator_port, 30, stack.processes[-1].proc
             )
             stack.env["TICKFLOW_KITE_WS_URL"] = f"ws://127.0.0.1:{settings.simulator_port}/"
+            if args.source == "simulator" and args.history:
+                # One-shot, beside the live stack: baselines and indicator warm-up from the
+                # simulated past sessions (cached per day), so ratios have a baseline.
+                seed_args = ["--tokens", str(args.tokens), "--seed", str(args.seed)]
+                if args.start_time:
+                    seed_args += ["--start", args.start_time]
+                stack.spawn("history", [sys.executable, "-m", "scripts.seed_history", *seed_args])
         else:
             ingestor_args = []  # real Kite: TICKFLOW_KITE_TOKENS or the whole master
         stack.spawn("ingestor", [sys.executable, "-m", "scripts.run_ingestor", *ingestor_args])
@@ -272,6 +279,12 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
     parser.add_argument("--seed", type=int, default=settings.simulator_seed)
     parser.add_argument("--start-time", help="simulated start, ISO 8601 (default 09:15 IST today)")
     parser.add_argument("--detach", action="store_true", help="start and return")
+    parser.add_argument(
+        "--no-history",
+        dest="history",
+        action="store_false",
+        help="do not seed baselines from simulated past sessions (scripts.seed_history)",
+    )
     args = parser.parse_args(argv)
     if args.source == "replay" and args.replay is None:
         parser.error("--source replay needs a FILE")

@@ -541,12 +541,14 @@ def restore(
         _refuse_existing(client_for_db, path, dbs)
 
     now_ms = int(time.time() * 1000)
-    writers: dict[int, _Writer] = {}
+    writers: dict[int, RecordWriter] = {}
     for record in iter_records(path):
         db = int(record.get("db", 0))
         writer = writers.get(db)
         if writer is None:
-            writer = writers[db] = _Writer(client_for_db(db), field_ttl, summary, now_ms)
+            writer = writers[db] = RecordWriter(
+                client_for_db(db), field_ttl, summary, now_ms, on_flush=progress
+            )
         expiry = record.get("x")
         if expiry is not None and expiry <= now_ms:
             summary.expired += 1
@@ -554,14 +556,8 @@ def restore(
         writer.add(record)
         summary.restored += 1
         summary.by_type[record["t"]] += 1
-        if writer.pending >= _BATCH_ITEMS:
-            writer.flush()
-            if progress is not None:
-                progress(writer.flushed_keys)
     for writer in writers.values():
         writer.flush()
-        if progress is not None:
-            progress(writer.flushed_keys)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -590,32 +586,40 @@ _PLAIN = frozenset({"string", "hash", "list", "set", "zset"})
 _BATCH_ITEMS = 20_000
 
 
-class _Writer:
-    """Restores records into one database: plain keys through :data:`_WRITE_SCRIPT`
-    (pipelined commands where the ACL user may not run scripts), streams and hashes with
-    field TTLs through pipelined commands."""
+class RecordWriter:
+    """Creates keys from records in one database (no existence check): plain keys through
+    :data:`_WRITE_SCRIPT` (pipelined commands where the ACL user may not run scripts),
+    streams and hashes with field TTLs through pipelined commands. Flushes itself every
+    :data:`_BATCH_ITEMS` items; call :meth:`flush` at the end."""
 
     def __init__(
-        self, client: redis.Redis, field_ttl: bool, summary: RestoreSummary, now_ms: int
+        self,
+        client: redis.Redis,
+        field_ttl: bool = False,
+        summary: RestoreSummary | None = None,
+        now_ms: int | None = None,
+        on_flush: Progress | None = None,
     ) -> None:
         self._client = client
+        self._on_flush = on_flush
         self._script: Any = client.register_script(_WRITE_SCRIPT)
         self._field_ttl = field_ttl
-        self._summary = summary
-        self._now_ms = now_ms
+        self._summary = summary if summary is not None else RestoreSummary(Path())
+        self._now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         self._lua = True
         self._pipe = client.pipeline(transaction=False)
         self._records: list[Record] = []
         self._keys: list[bytes] = []
         self._args: list[Any] = []
         self.pending = 0
-        self.flushed_keys = 0
 
     def add(self, record: Record) -> None:
         kind = record["t"]
         if not self._lua or kind not in _PLAIN or record.get("fx"):
             self.pending += _queue(self._pipe, record, self._field_ttl, self._summary, self._now_ms)
             self._records.append(record)
+            if self.pending >= _BATCH_ITEMS:
+                self.flush()
             return
         value = record["v"]
         if kind == "string":
@@ -631,6 +635,8 @@ class _Writer:
         self._args += items
         self._records.append(record)
         self.pending += len(items) + 1
+        if self.pending >= _BATCH_ITEMS:
+            self.flush()
 
     def flush(self) -> None:
         if self._keys:
@@ -645,7 +651,8 @@ class _Writer:
                         _queue(self._pipe, record, self._field_ttl, self._summary, self._now_ms)
         if len(self._pipe):
             self._pipe.execute()
-        self.flushed_keys = len(self._records)
+        if self._on_flush is not None and self._records:
+            self._on_flush(len(self._records))
         self._records, self._keys, self._args = [], [], []
         self.pending = 0
 

@@ -673,18 +673,23 @@ def _decide_hash(
         if len(stats.conflict_examples) < 10:
             stats.conflict_examples.append(f"{op.key} {conflicts[0]} (from {plan.label})")
     elif op.merge and field_ttl:
+        # per field, the same rule as for whole keys below: a field that several parts
+        # write (greeks' underlying_token) lives as long as the longest-lived of them
         for name in op.fields:
-            have_ttl = state.field_expire.get(name, -1)
-            if have_ttl == -2:
-                have_ttl = -1
-            want = op.expire_at if op.expire_at is not None else -1
-            if name in write and want == -1:
-                continue  # a new field has no TTL
-            if have_ttl != want:
-                if want == -1:
-                    out.execute_command("HPERSIST", op.key, "FIELDS", 1, name)
-                else:
+            want = op.expire_at
+            if name in write:
+                state.field_expire[name] = -1 if want is None else want
+                if want is not None:
                     out.execute_command("HPEXPIREAT", op.key, want, "FIELDS", 1, name)
+                    ttl_changes += 1
+                continue
+            have_ttl = state.field_expire.get(name, -1)
+            if want is None and have_ttl >= 0:
+                out.execute_command("HPERSIST", op.key, "FIELDS", 1, name)
+                state.field_expire[name] = -1
+                ttl_changes += 1
+            elif want is not None and 0 <= have_ttl < want:
+                out.execute_command("HPEXPIREAT", op.key, want, "FIELDS", 1, name)
                 state.field_expire[name] = want
                 ttl_changes += 1
     elif op.merge:
@@ -864,6 +869,7 @@ class MigrationReport:
     dry_run: bool
     passes: list[PassReport] = field(default_factory=list)
     resumed: bool = False
+    rescanned: bool = False
     backup: dict[str, Any] | None = None
     verified: bool | None = None
     deleted: dict[int, int] = field(default_factory=dict)
@@ -879,6 +885,7 @@ class MigrationReport:
             "dbs": list(self.dbs),
             "dry_run": self.dry_run,
             "resumed": self.resumed,
+            "rescanned": self.rescanned,
             "backup": self.backup,
             "verified": self.verified,
             "deleted": {str(db): n for db, n in self.deleted.items()},
@@ -1246,9 +1253,16 @@ class Migrator:
                 )
             report.resumed = True
             saved = _strings(self.target.hgetall(self.keys.migration_checkpoint))
-            for db in self.dbs:
-                value = saved.get(str(db), "0")
-                cursors[db] = None if value == "done" else int(value)
+            # A SCAN cursor only means something to the server process that issued it
+            # (Redis seeds its hash function at start-up): after a source restart the
+            # scan starts over, which the compare-first writes make merely slower.
+            if state.get("source_run_id") == self._source_run_id():
+                for db in self.dbs:
+                    value = saved.get(str(db), "0")
+                    cursors[db] = None if value == "done" else int(value)
+            else:
+                report.rescanned = True
+                self.target.hset(self.keys.migration_state, "source_run_id", self._source_run_id())
             if state.get("backup_path"):
                 report.backup = {
                     "path": state["backup_path"],
@@ -1266,6 +1280,7 @@ class Migrator:
                 mapping={
                     "status": "running",
                     "source": self.fingerprint,
+                    "source_run_id": self._source_run_id(),
                     "started_at": datetime.now(IST).isoformat(timespec="seconds"),
                     "backup_path": report.backup["path"] if report.backup else "",
                     "backup_sha256": report.backup["sha256"] if report.backup else "",
@@ -1302,6 +1317,9 @@ class Migrator:
         return report
 
     # --- helpers ---------------------------------------------------------------------------
+    def _source_run_id(self) -> str:
+        return str(self.sources[self.dbs[0]].info("server").get("run_id", ""))
+
     def _report(self, *, dry_run: bool) -> MigrationReport:
         return MigrationReport(
             self.source_spec.with_db(0).url, self.target_spec.url, self.dbs, dry_run

@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -71,6 +71,42 @@ class SchemaVersionError(RedisConfigError):
 
 
 # --- connection identity ------------------------------------------------------------------
+
+
+def _retryable(error: Exception, also: Callable[[Exception], bool] | None) -> bool:
+    return not isinstance(error, redis.AuthenticationError) and (also is None or also(error))
+
+
+class _Retry(redis.retry.Retry):
+    """Retries dropped connections, never a refused credential (redis-py files
+    AuthenticationError under ConnectionError): retrying a wrong password only delays the
+    error and hammers the server."""
+
+    def call_with_retry(
+        self,
+        do: Callable[[], Any],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> Any:
+        return super().call_with_retry(
+            do, fail, lambda e: _retryable(e, is_retryable), with_failure_count
+        )
+
+
+class _AsyncRetry(aioredis.retry.Retry):
+    __doc__ = _Retry.__doc__
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[Any]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> Any:
+        return await super().call_with_retry(
+            do, fail, lambda e: _retryable(e, is_retryable), with_failure_count
+        )
 
 
 @dataclass(frozen=True)
@@ -200,12 +236,12 @@ class ConnectionSpec:
 
     def new_sync_pool(self) -> redis.BlockingConnectionPool:
         kwargs = self._kwargs(redis.SSLConnection, redis.UnixDomainSocketConnection)
-        kwargs["retry"] = redis.retry.Retry(ExponentialBackoff(cap=2.0, base=0.1), 3)
+        kwargs["retry"] = _Retry(ExponentialBackoff(cap=2.0, base=0.1), 3)
         return redis.BlockingConnectionPool(max_connections=self.pool_size, timeout=20, **kwargs)
 
     def new_async_pool(self) -> aioredis.BlockingConnectionPool:
         kwargs = self._kwargs(aioredis.SSLConnection, aioredis.UnixDomainSocketConnection)
-        kwargs["retry"] = aioredis.retry.Retry(ExponentialBackoff(cap=2.0, base=0.1), 3)
+        kwargs["retry"] = _AsyncRetry(ExponentialBackoff(cap=2.0, base=0.1), 3)
         return aioredis.BlockingConnectionPool(max_connections=self.pool_size, timeout=20, **kwargs)
 
 

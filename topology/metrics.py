@@ -51,3 +51,11 @@ ALERTS_SUPPRESSED = Counter(
 BAD_BARS = Counter(
     "tickflow_worker_bad_bars_total", "Bars the signal stage could not evaluate", ["reason"]
 )
+TABLE_RECOVERY_SECONDS = Gauge(
+    "tickflow_worker_table_recovery_seconds", "Duration of the last table recovery (rebalance)"
+)
+CHANGELOG_APPLIED = Counter(
+    "tickflow_worker_changelog_records_applied_total",
+    "Changelog records applied to a table (recovery and standby replication)",
+    ["table"],
+)

@@ -72,7 +72,9 @@ def test_dry_run_prints_the_report_and_writes_nothing(tmp_path, tmp_path_factory
     assert dry["keys"] == snapshot[1].keys
     assert set(dry["quarantined"]) == snapshot[1].malformed | {"3:alerts:stream"}
     done = reference_migration(tmp_path_factory).report.passes[0]
-    for name in ("fields_written", "entries_added", "ttl_changes", "keys_written"):
+    # (expiry changes are not compared: their count depends on the SCAN order, which
+    # differs between two servers, only their result does not)
+    for name in ("fields_written", "entries_added", "keys_written"):
         assert dry["target"][name] == getattr(done.target, name), name
     assert dry["outcomes"] == {
         o: done.total(o) for o in ("migrate", "skip", "quarantine", "expired")

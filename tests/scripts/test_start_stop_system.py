@@ -74,6 +74,7 @@ def test_detached_stack_fills_redis_and_stop_leaves_no_process(tmp_path: Path):
             "worker-0",
             "simulator",
             "ingestor",
+            "history",
         }
         client = redis.Redis(port=ports["redis"], decode_responses=True)
         deadline = time.monotonic() + 90
@@ -90,6 +91,19 @@ def test_detached_stack_fills_redis_and_stop_leaves_no_process(tmp_path: Path):
         )
         assert len(keys) == TOKENS, f"{len(keys)} tick hashes after 90 s\n{logs}"
         assert all(client.hget(key, "last_price") for key in keys)
+        # The seeded history reaches the volume agent: ratios against slot baselines.
+        sources: set[str] = set()
+        while time.monotonic() < deadline + 60 and not any(
+            s.startswith("history:") for s in sources
+        ):
+            sources = {
+                client.hget(key, "baseline_source") or "" for key in client.scan_iter("vol:*")
+            }
+            time.sleep(1)
+        history_log = next(Path(e["log"]) for e in entries if e["name"] == "history")
+        assert any(s.startswith("history:") for s in sources), (
+            f"baseline sources {sources}\n{history_log.read_text(errors='replace')[-2000:]}"
+        )
     finally:
         stopped = subprocess.run(
             [sys.executable, "-m", "scripts.stop_system"],

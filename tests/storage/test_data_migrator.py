@@ -8,6 +8,7 @@ migration (with the source backup) is shared with tests/scripts/test_migrate_red
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,16 @@ def test_interrupted_migration_resumes_to_the_same_keyspace(tmp_path, master):
         expected = digests(whole, [0], skip=[STATE])
         assert len(expected) == 82  # 40 tick:, 40 ind:, the schema marker, the checkpoint
         assert digests(halves, [0], skip=[STATE]) == expected
+        assert not report.rescanned
+
+        # a source restarted in between (another run id): its cursors are void, rescan
+        with pytest.raises(Interrupted):
+            migrator(src, halves, master, batch=10, on_batch=stop_after).run(backup_path=None)
+        halves.client().hset(STATE, "source_run_id", "an earlier redis-server")
+        report = migrator(src, halves, master, batch=10).run(backup_path=None)
+        assert report.resumed and report.rescanned and report.verified
+        assert report.passes[0].batches == report.passes[1].batches
+        assert digests(halves, [0], skip=[STATE]) == expected
 
 
 # --- small hand-made keyspaces: conflicts, deletion, expiry merging --------------------------
@@ -341,3 +352,30 @@ def test_vix_regime_uses_the_settings_thresholds(transformer):
         assert plan.ops[0].fields["regime"] == regime  # type: ignore[union-attr]
     with pytest.raises(Malformed):
         transformer._vix("{not json")
+
+
+@pytest.mark.skipif(
+    not os.environ.get("TICKFLOW_TEST_REDIS74_SERVER"),
+    reason="set TICKFLOW_TEST_REDIS74_SERVER to a redis-server 7.4+ or valkey-server 9+ binary",
+)
+def test_per_field_expiry_where_the_target_has_it(tmp_path, master):
+    option = next(i for i in master if i.exchange == "NFO" and i.is_option)
+    symbol = f"NFO{option.tradingsymbol}"
+    binary = os.environ["TICKFLOW_TEST_REDIS74_SERVER"]
+    with (
+        redis_process(tmp_path / "src") as src,
+        redis_process(tmp_path / "dst", binary=binary) as dst,
+    ):
+        s2 = src.client(2)
+        s2.set(f"ind:greeks:{symbol}:delta", "0.5", ex=600)
+        s2.set(f"ind:greeks:{symbol}:gamma", "0.01", ex=900)
+        report = migrator(src, dst, master, batch=1).run(backup_path=None)
+        assert report.verified
+        key, c = f"greeks:{option.instrument_token}", dst.client()
+        fields = ["delta", "gamma", "underlying_token"]
+        delta, gamma, shared = c.execute_command("HPEXPIRETIME", key, "FIELDS", 3, *fields)
+        assert delta == s2.pexpiretime(f"ind:greeks:{symbol}:delta")
+        assert gamma == shared == s2.pexpiretime(f"ind:greeks:{symbol}:gamma")
+        assert c.pexpiretime(key) == -1  # per-field, not per-key
+        again = migrator(src, dst, master).run(backup_path=None)
+        assert again.passes[0].target.changes == 0

@@ -77,7 +77,7 @@ def redis_process(
     )
     try:
         wait_for_port("127.0.0.1", port, 20, proc)
-        if not tls_port:
+        if rdb is not None:
             _wait_loaded(port)
         yield Server(port, proc, workdir)
     except ServiceError as exc:
