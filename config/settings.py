@@ -246,6 +246,9 @@ class Settings(BaseSettings):
         "so it cannot override this.)",
     )
     worker_web_host: str = Field("127.0.0.1", description="Bind address of the worker web.")
+    worker_ready_max_lag: int = Field(
+        10_000, ge=0, description="Ticks behind per partition above which /health/ready fails."
+    )
     broker_session_timeout: float = Field(
         10.0,
         description="Consumer session timeout (s); short because Tansu's first "

@@ -87,6 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch < 1:
         err.print("--batch must be at least 1")
         return 2
+    if args.delete_skipped and not args.delete_sources:
+        err.print("--delete-skipped needs --delete-sources")
+        return 2
+    if args.delete_sources and (args.no_backup or args.dry_run):
+        err.print("--delete-sources needs a backup and a real run (no --no-backup, --dry-run)")
+        return 2
     backup: Path | None = None
     if not args.dry_run and not args.no_backup:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -12,7 +12,7 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from topology import instruments, signals, tick_hop, volume  # noqa: F401  (agents)
+        from topology import instruments, signals, tick_hop, volume, web  # noqa: F401
         from topology.app import app
 
         # Importing the submodule bound ``topology.app`` to the module: rebind the name

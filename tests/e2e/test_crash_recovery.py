@@ -1,7 +1,7 @@
 """A worker can be killed anywhere and the results do not change.
 
 A simulated session (200 tokens x 30 market minutes) is published once per run to its
-own topics; an uninterrupted worker's final ``bars:1m:*`` and ``vol:*`` are the
+own topics; an uninterrupted worker's final ``bars:1m:*``, ``vol:*`` and ``ind:*`` are the
 reference. Then the same ticks are processed by workers that are ``kill -9``-ed at random
 points and restarted (on their surviving RocksDB data directory, or on an empty one that
 must be rebuilt from the changelogs), alone or beside a second worker; the final Redis
@@ -79,6 +79,8 @@ class Run:
             "TICKFLOW_TOPIC_BARS": f"bars-{suffix}",
             "TICKFLOW_TOPIC_VOLUME": f"volume-{suffix}",
             "TICKFLOW_TOPIC_BASELINES": f"baselines-{suffix}",
+            "TICKFLOW_TOPIC_INDICATORS": f"indicators-{suffix}",
+            "TICKFLOW_TOPIC_ALERTS": f"alerts-{suffix}",
             "TICKFLOW_REDIS_KEY_PREFIX": self.prefix,
             "TICKFLOW_STATE_DIR": str(tmp / suffix),
         }
@@ -116,15 +118,13 @@ class Run:
 
 async def snapshot(client: aioredis.Redis, prefix: str, tokens: list[int]) -> dict[str, Any]:
     pipe = client.pipeline(transaction=False)
+    families = ("bars:1m", "vol", "ind")
     for token in tokens:
         pipe.xrange(f"{prefix}bars:1m:{token}")
         pipe.hgetall(f"{prefix}vol:{token}")
-    results = await pipe.execute()
-    state: dict[str, Any] = {}
-    for index, token in enumerate(tokens):
-        state[f"bars:1m:{token}"] = results[2 * index]
-        state[f"vol:{token}"] = results[2 * index + 1]
-    return state
+        pipe.hgetall(f"{prefix}ind:{token}")
+    results = iter(await pipe.execute())
+    return {f"{family}:{token}": next(results) for token in tokens for family in families}
 
 
 async def settle(client: aioredis.Redis, run: Run, tokens: list[int], timeout: float) -> dict:
@@ -196,6 +196,8 @@ async def test_killed_and_restarted_workers_reach_the_uninterrupted_results(
         bars = sum(len(v) for k, v in reference.items() if k.startswith("bars"))
         assert bars >= TOKENS * (MINUTES - 2), f"only {bars} bars\n{logs(processes)}"
         assert sum(1 for k, v in reference.items() if k.startswith("vol") and v) == TOKENS
+        warm = [v for k, v in reference.items() if k.startswith("ind") and v.get("rsi_14")]
+        assert len(warm) == TOKENS, "every token's indicators past the RSI lookback"
 
         # One worker, kill -9 at random points, restarted on its surviving data directory,
         # and once on an empty one (rebuilt from the changelogs).

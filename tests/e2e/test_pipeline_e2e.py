@@ -77,7 +77,7 @@ def mismatches(expected: dict[str, float | int | str], stored: dict[str, str]) -
             if got != want:
                 problems.append(f"mode {got} != {want}")
         elif name == "exchange_timestamp":
-            if int(datetime.fromisoformat(got).timestamp()) != want:
+            if not got or int(datetime.fromisoformat(got).timestamp()) != want:
                 problems.append(f"exchange_timestamp {got} != {want}")
         elif float(got) != pytest.approx(float(want), rel=1e-12, abs=1e-9):
             problems.append(f"{name} {got} != {want}")
@@ -174,6 +174,19 @@ async def test_redis_holds_the_last_published_values_of_every_simulated_token(
         consumed = families["tickflow_worker_ticks_consumed"].samples[0].value
         assert consumed >= len(tokens)
         assert families["tickflow_worker_tokens_seen"].samples[0].value == len(tokens)
+        # Liveness, readiness (recovered, caught up) and a token's table state.
+        web = f"http://127.0.0.1:{env['TICKFLOW_WORKER_WEB_PORT']}"
+        with urllib.request.urlopen(f"{web}/health/live", timeout=5) as response:
+            assert json.loads(response.read()) == {"alive": True}
+        with urllib.request.urlopen(f"{web}/health/ready", timeout=5) as response:
+            readiness = json.loads(response.read())
+        assert readiness["ready"] and readiness["recovered"], readiness
+        assert set(readiness["lag"]) == {"0", "1", "2", "3"} and not any(readiness["lag"].values())
+        token = tokens[0]
+        with urllib.request.urlopen(f"{web}/tokens/{token}", timeout=5) as response:
+            state = json.loads(response.read())
+        assert state["token"] == token
+        assert state["volume_state_in_memory"]["token"] == token, state
         # The instrument master is in Redis too.
         first = universe[0]
         assert await client.get(f"{prefix}symbol:{first.exchange}:{first.tradingsymbol}") == str(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.migrate_redis import main as migrate_main
 from storage.backup import verify_backup
 from tests.support.legacy_redis import (
     STATE_KEY,
@@ -88,7 +89,7 @@ def test_killed_migration_reruns_to_the_uninterrupted_result(
     reference = reference_migration(tmp_path_factory).digests
     dataset = snapshot[1]
     before = dataset_digest(legacy)
-    backup = tmp_path / "legacy.jsonl.gz"
+    backup = tmp_path / "legacy.jsonl"
     args = [
         "--source-url",
         legacy.url(),
@@ -135,19 +136,20 @@ def test_killed_migration_reruns_to_the_uninterrupted_result(
     assert any(k.startswith("1:realtime:") for k in remaining)
 
 
-def test_a_target_of_another_schema_exits_2(tmp_path, legacy):
+def test_a_target_of_another_schema_exits_2(tmp_path, legacy, capsys):
     with redis_process(tmp_path / "target") as target:
         target.client().set("tickflow:schema", "3")
-        code, _, err = run_cli("--source-url", legacy.url(), "--no-progress", target=target)
+        code = migrate_main(["--source-url", legacy.url(), "--target-url", target.url(),
+                             "--no-progress", "--backup", str(tmp_path / "b.jsonl")])  # fmt: skip
         assert code == 2
-        assert "schema version '3'" in err
+        assert "schema version '3'" in capsys.readouterr().err
         assert target.client().dbsize() == 1
-    assert not list((tmp_path / "target").glob("backups/*"))
+    assert not (tmp_path / "b.jsonl").exists()
 
 
-def test_bad_arguments_exit_2(tmp_path, legacy):
-    with redis_process(tmp_path / "target") as target:
-        code, _, err = run_cli("--source-url", legacy.url(), "--source-dbs", "a,b", target=target)
-        assert code == 2 and "--source-dbs" in err
-        code, _, err = run_cli("--source-url", legacy.url(), "--delete-skipped", target=target)
-        assert code == 2 and "--delete-skipped needs --delete-sources" in err
+def test_bad_arguments_exit_2(legacy, capsys):
+    with pytest.raises(SystemExit) as bad:
+        migrate_main(["--source-url", legacy.url(), "--source-dbs", "a,b"])
+    assert bad.value.code == 2 and "--source-dbs" in capsys.readouterr().err
+    code = migrate_main(["--source-url", legacy.url(), "--delete-skipped", "--no-backup"])
+    assert code == 2 and "--delete-skipped needs --delete-sources" in capsys.readouterr().err

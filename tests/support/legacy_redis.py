@@ -195,7 +195,7 @@ def reference_migration(factory: pytest.TempPathFactory) -> Reference:
         source = _SERVERS.enter_context(redis_process(factory.mktemp("ref-source"), rdb=rdb))
         target = _SERVERS.enter_context(redis_process(factory.mktemp("ref-target")))
         before = dataset_digest(source)
-        backup = factory.mktemp("ref-backup") / "legacy.jsonl.gz"
+        backup = factory.mktemp("ref-backup") / "legacy.jsonl"
         report = Migrator(
             ConnectionSpec.from_url(source.url()),
             LEGACY_DBS,
