@@ -37,6 +37,7 @@ import io
 import json
 import os
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -432,7 +433,7 @@ def _lines(path: Path) -> Iterator[bytes]:
     try:
         with _open(path) as handle:
             yield from handle
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise BackupError(f"backup {path} is unreadable ({exc}): refusing to restore it") from exc
 
 

@@ -59,3 +59,19 @@ CHANGELOG_APPLIED = Counter(
     "Changelog records applied to a table (recovery and standby replication)",
     ["table"],
 )
+#: Seconds, from a few ms (local) to minutes (a backlog being replayed).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+LATENCY_FROM_EXCHANGE = Histogram(
+    "tickflow_worker_tick_latency_from_exchange_seconds",
+    "Exchange timestamp to tick:{token} written (sampled 1 in 8; whole-second stamps)",
+    buckets=LATENCY_BUCKETS,
+)
+LATENCY_FROM_RECEIVE = Histogram(
+    "tickflow_worker_tick_latency_from_receive_seconds",
+    "Ingestor receive time to tick:{token} written (sampled 1 in 8)",
+    buckets=LATENCY_BUCKETS,
+)
+TICKS_LAG = Gauge(
+    "tickflow_worker_ticks_lag", "Tick records behind the partition end", ["partition"]
+)
+WORKER_READY = Gauge("tickflow_worker_ready", "1 when /health/ready would answer 200")

@@ -256,6 +256,7 @@ class TickHop:
             stamps = [t.exchange_timestamp for t, _ in latest.values() if t.exchange_timestamp]
             if stamps:
                 metrics.LAST_EVENT_TIME.set(max(stamps))
+            observe_latency(latest)
         # Bars and checkpoints must be on the broker before the ticks behind them may be
         # committed, and bars before the checkpoints that follow them.
         await app.producer.flush()
@@ -272,6 +273,16 @@ class TickHop:
         for kind, total in self.stats.errors.items():
             metrics.TICK_ERRORS.labels(kind).inc(total - self._errors_reported.get(kind, 0))
             self._errors_reported[kind] = total
+
+
+def observe_latency(latest: dict[int, tuple[Tick, int]]) -> None:
+    """End-to-end latency of a sample of the ticks just mirrored (wall clock: this is
+    observability, not analytics)."""
+    now = time.time()
+    for tick, received_at_ms in list(latest.values())[::8]:
+        if tick.exchange_timestamp:
+            metrics.LATENCY_FROM_EXCHANGE.observe(max(0.0, now - tick.exchange_timestamp))
+        metrics.LATENCY_FROM_RECEIVE.observe(max(0.0, now - received_at_ms / 1000))
 
 
 hop: TickHop | None = None

@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from topology import tick_hop
+from topology import metrics, tick_hop
 from topology.app import app, settings, ticks_topic
 from topology.signals import signals_table
 from topology.tick_hop import volume_states
@@ -42,6 +42,15 @@ def readiness() -> dict[str, Any]:
     ready = recovered and all(n <= settings.worker_ready_max_lag for n in lag.values())
     return {"ready": ready, "recovered": recovered, "lag": lag,
             "max_lag": settings.worker_ready_max_lag}  # fmt: skip
+
+
+@app.timer(interval=5.0)
+async def export_lag() -> None:
+    """Readiness and per-partition lag as metrics, for Prometheus and health_check."""
+    state = readiness()
+    for partition, lag in state["lag"].items():
+        metrics.TICKS_LAG.labels(partition).set(lag)
+    metrics.WORKER_READY.set(1 if state["ready"] else 0)
 
 
 @app.page("/health/live")
