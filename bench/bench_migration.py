@@ -14,7 +14,8 @@ process and on the same data:
   then ``RESTORE``, 1000 keys per round trip, a copy that parses, converts, verifies and
   ports nothing. From Python it is bounded by redis-py's cost per pipelined command
   (~15 us to pack and parse), three per key; the backup and the migration read with one
-  Lua call per batch (``storage.backup.BulkReader``) and so beat it.
+  Lua call per batch (``storage.backup.BulkReader``), which keeps them near it although
+  they parse, convert, compare and checksum everything they move.
 
 Before printing, the restored server's dataset digest is checked against the source's
 (``DEBUG DIGEST``), and the migration's verification must have passed: a fast copy that is

@@ -40,12 +40,23 @@ import copy
 import heapq
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
+from typing import Any
 
 from config.instruments import INDEX_UNDERLYINGS, Instrument, InstrumentMaster
-from core.sessions import session_minutes
+from core.scenarios import (
+    EpisodePlan,
+    PlannedMinute,
+    Scenario,
+    ScenarioError,
+    check_overlaps,
+    ground_truth,
+    minute_prints,
+    plan_episode,
+)
+from core.sessions import session_minutes, slot_of
 from core.tick import Depth, Tick, price_divisor
 from core.timeutil import IST
 
@@ -833,6 +844,165 @@ class _Derivative(_State):
 
 
 # ----------------------------------------------------------------------------------------
+# Scenario injection (core.scenarios): an equity whose path is scripted in some windows.
+
+
+class _Window:
+    """One scripted episode of a token: its span in ms, its planned minutes, and their
+    prices in ticks, fixed at the first print from the last price at that moment (the
+    plan's closes are factors of it)."""
+
+    __slots__ = ("end_ms", "minutes", "prices", "start_ms")
+
+    def __init__(self, start_ms: int, end_ms: int, minutes: Sequence[PlannedMinute]) -> None:
+        self.start_ms = start_ms
+        self.end_ms = end_ms
+        self.minutes = minutes
+        self.prices: list[int] = []
+
+    def resolve(self, base_n: int) -> None:
+        prev = base_n
+        for minute in self.minutes:
+            placed = minute_prints(minute, base_n, prev)
+            self.prices += [n for _, n in placed]
+            prev = placed[-1][1]
+
+
+class _ScriptedDriver(_Driver):
+    """An equity that plays scripted prints inside its episode windows.
+
+    Inside a window the natural process is silent (its events only reschedule, so the
+    token's volume and closes are exactly the script's); every print re-anchors the
+    random walk (fair value, NIFTY reference, last event time), so after the window the
+    walk continues from the scripted price without a jump. A subclass, used only for
+    scenario tokens, so that the hot path of every other instrument is untouched.
+    """
+
+    __slots__ = ("cursor", "next_natural", "prints", "windows")
+
+    def __init__(
+        self, token: int, tick: float, session: _Session, rng: random.Random, kind: str
+    ) -> None:
+        super().__init__(token, tick, session, rng, kind)
+        #: (ms, window index, print index in the window, quantity), in time order
+        self.prints: list[tuple[int, int, int, int]] = []
+        self.windows: list[_Window] = []
+        self.cursor = 0
+        self.next_natural = _NEVER
+
+    def add_window(self, plan: EpisodePlan) -> None:
+        """Schedule a plan's prints: each minute's as :func:`core.scenarios.minute_prints`
+        places them, its volume split evenly in whole lots (the rest on the last)."""
+        index = len(self.windows)
+        self.windows.append(_Window(plan.window_start * 1000, plan.window_end * 1000, plan.minutes))
+        position = 0
+        for minute in plan.minutes:
+            seconds = [second for second, _ in minute_prints(minute, 1, 1)]
+            each, extra = divmod(minute.volume // self.lot, len(seconds))
+            for i, second in enumerate(seconds):
+                qty = (each + (extra if i == len(seconds) - 1 else 0)) * self.lot
+                self.prints.append((minute.start * 1000 + second * 1000, index, position, qty))
+                position += 1
+        self.prints.sort()
+
+    def _next(self) -> int:
+        script = self.prints[self.cursor][0] if self.cursor < len(self.prints) else _NEVER
+        return min(script, self.next_natural)
+
+    def first_event(self, start_ms: int) -> int:
+        natural = super().first_event(start_ms)
+        self.next_natural = natural if natural >= 0 else _NEVER
+        return self._next()
+
+    def _silenced(self, ms: int) -> bool:
+        return any(w.start_ms <= ms < w.end_ms for w in self.windows)
+
+    def event(self, ms: int, out: list[Tick]) -> int:
+        prints = self.prints
+        if self.cursor < len(prints) and prints[self.cursor][0] == ms:
+            _, index, position, qty = prints[self.cursor]
+            self.cursor += 1
+            self.scripted_print(ms, self.windows[index], position, qty, out)
+        else:
+            if self._silenced(ms):
+                if ms > self.day_close_ms:
+                    self.new_day(ms)
+                nxt = self.schedule(ms)
+            else:
+                nxt = super().event(ms, out)
+            self.next_natural = nxt if nxt >= 0 else _NEVER
+        return self._next()
+
+    def scripted_print(
+        self, ms: int, window: _Window, position: int, qty: int, out: list[Tick]
+    ) -> None:
+        """The window's ``position``-th print: one trade on the grid."""
+        if ms > self.day_close_ms:
+            self.new_day(ms)
+        if not window.prices:
+            window.resolve(self.ltp_n or max(1, round(self.ticks(self.fair))))
+        n = window.prices[position]
+        buy = n >= self.ltp_n
+        price = n * self.num / self.den
+        if self.open_n == 0:
+            self.open_n = self.high_n = self.low_n = n
+            self.open = self.high = self.low = price
+        elif n > self.high_n:
+            self.high_n = n
+            self.high = price
+        elif n < self.low_n:
+            self.low_n = n
+            self.low = price
+        self.ltp_n = n
+        self.ltp = price
+        self.last_qty = qty
+        self.volume += qty
+        self.turnover += qty * price
+        self.ltt = ms // 1000
+        # A one-tick book around the print (bought at the ask or sold at the bid).
+        bid_n = n - 1 if buy else n
+        bits = self.rng.getrandbits(64)
+        self.bids_raw = self._side(self.bids_raw, self.bid_n, bid_n, -1, bits)
+        self.asks_raw = self._side(self.asks_raw, self.ask_n, bid_n + 1, 1, bits >> 20)
+        self.bid_n, self.ask_n = bid_n, bid_n + 1
+        # The walk resumes from here after the window.
+        self.fair = price
+        self.last_ms = ms
+        if self.anchor is not None:
+            self.anchor_log = math.log(self.anchor.fair)
+        if self.emit:
+            out.append(self.tradable_tick(ms // 1000))
+
+    def expected_minute_volume(self, minute_ms: int) -> float:
+        """The model's expected volume of a minute (what a long history averages to):
+        events x mean print size, events from the U-shaped rate over the minute, and a
+        print's mean size ``lot x (1 + E[int(Exp x m)]) = lot x (1 + 1/(e^(1/m) - 1))``.
+        Used when no baseline is given for the token."""
+        open_ms, _ = self.session.bounds(_local_day(minute_ms))
+        x0 = (minute_ms - open_ms) / self.session_len
+        x1 = (minute_ms + _MINUTE_MS - open_ms) / self.session_len
+        events = self.rate_now * self.session_len * (_profile_integral(x1) - _profile_integral(x0))
+        return events * self.lot * (1.0 + 1.0 / math.expm1(1.0 / self.mean_lots))
+
+
+def _expected_volume(
+    drv: _ScriptedDriver, profile: Sequence[float] | None
+) -> Callable[[int], float]:
+    """A token's expected volume of the minute starting at an epoch second: its
+    baseline's slot value when given (what the worker divides by), else the model's."""
+    segment = drv.token & 0xFF
+
+    def expected(start_s: int) -> float:
+        if profile is not None:
+            slot = slot_of(segment, start_s)
+            if slot is not None and slot < len(profile) and profile[slot] > 0:
+                return float(profile[slot])
+        return drv.expected_minute_volume(start_s * 1000)
+
+    return expected
+
+
+# ----------------------------------------------------------------------------------------
 
 
 class MarketSimulator:
@@ -847,6 +1017,13 @@ class MarketSimulator:
     no spot row) gets a hidden synthetic spot from its own prices.
 
     ``activity`` scales every tick rate (2.0 = twice as busy), for load tests.
+
+    ``scenario`` (:class:`core.scenarios.Scenario`) scripts labelled episodes on
+    subscribed equities; ``baselines`` gives a token's expected volume per
+    minute-of-session slot (what the worker's baseline says; else the model's own
+    expectation is used) to size them. ``reference_prices`` starts a token from a given
+    price instead of its master row's (the last close of its history, so that the live
+    day continues it). Without these the market is exactly the same as before.
     """
 
     def __init__(
@@ -857,6 +1034,9 @@ class MarketSimulator:
         *,
         master: InstrumentMaster | None = None,
         activity: float = 1.0,
+        scenario: Scenario | None = None,
+        baselines: Mapping[int, Sequence[float]] | None = None,
+        reference_prices: Mapping[int, float] | None = None,
     ) -> None:
         if activity <= 0:
             raise ValueError(f"activity must be positive, got {activity}")
@@ -872,7 +1052,18 @@ class MarketSimulator:
             master if master is not None else InstrumentMaster.from_instruments(subscribed.values())
         )
         self._states: dict[int, _State] = {}
+        self._references = dict(reference_prices or {})
+        self._scripted: set[int] = set(scenario.tokens) if scenario is not None else set()
+        for token in self._scripted:
+            row = subscribed.get(token)
+            if row is None or row.is_derivative or row.is_index:
+                raise ScenarioError(f"scenario token {token} is not a subscribed equity")
         self._build(subscribed, resolver)
+        self._scenario = scenario
+        #: The scenario's episode plans (labels: :meth:`ground_truth`).
+        self.plans: list[EpisodePlan] = []
+        if scenario is not None:
+            self.plans = self._script(scenario, baselines or {})
         ordered = sorted(self._states.values(), key=lambda s: s.token)
         self._slots = ordered
         self._slot_bits = max(1, len(ordered).bit_length())
@@ -926,6 +1117,40 @@ class MarketSimulator:
                 heapq.heappop(heap)
         self._now_ms = until_ms
         return out
+
+    def ground_truth(self, symbols: Mapping[int, str] | None = None) -> dict[str, Any]:
+        """The scenario's labels (:func:`core.scenarios.ground_truth`): per episode its
+        window and the alert ids the worker must write; empty without a scenario."""
+        if self._scenario is None:
+            return {"episodes": []}
+        extra = {"seed": self._seed, "start": _from_ms(self._start_ms).isoformat()}
+        return ground_truth(self.plans, self._scenario, symbols=symbols, extra=extra)
+
+    # --- scenario -----------------------------------------------------------------------
+    def _script(
+        self, scenario: Scenario, baselines: Mapping[int, Sequence[float]]
+    ) -> list[EpisodePlan]:
+        """Plan every episode (sized on the token's baseline, checked against the rules)
+        and hand the scripted ones to their drivers as timed prints."""
+        plans: list[EpisodePlan] = []
+        for episode in scenario.episodes:
+            drv = self._states[episode.token]
+            assert isinstance(drv, _ScriptedDriver)
+            expected = _expected_volume(drv, baselines.get(episode.token))
+            plan = plan_episode(
+                episode, scenario, expected, base_price=drv.price(drv.ltp_n), tick=drv.tick,
+                lot=drv.lot,
+            )  # fmt: skip
+            if plan.window_start * 1000 <= self._start_ms and plan.minutes:
+                raise ScenarioError(
+                    f"{episode.name}: starts at {_from_ms(plan.window_start * 1000)}, not "
+                    f"after the simulation's start {self.now}"
+                )
+            plans.append(plan)
+            if plan.minutes:
+                drv.add_window(plan)
+        check_overlaps(plans)
+        return plans
 
     # --- construction -----------------------------------------------------------------
     def _rng(self, key: str) -> random.Random:
@@ -1018,10 +1243,13 @@ class MarketSimulator:
         drv: _Driver
         if (inst.exchange, inst.tradingsymbol) == INDIA_VIX:
             drv = _Vix(inst.instrument_token, price_step(inst), session, rng)
+        elif inst.instrument_token in self._scripted:
+            drv = _ScriptedDriver(inst.instrument_token, price_step(inst), session, rng, "equity")
         else:
             kind = "index" if inst.is_index else "equity"
             drv = _Driver(inst.instrument_token, price_step(inst), session, rng, kind)
-        drv.fair = inst.last_price if inst.last_price > 0 else 100.0
+        reference = self._references.get(inst.instrument_token, inst.last_price)
+        drv.fair = reference if reference > 0 else 100.0
         drv.lot = max(1, inst.lot_size)
         drv.spread_frac = 0.0
         return drv

@@ -7,6 +7,10 @@ string values, built by the same ``storage.tick_hash`` function), so a line can 
 with ``HGETALL tick:{token}`` directly. Decode problems are never fatal: they are counted and
 summarised on stderr, and the exit code is 0 unless the input could not be read.
 
+``python -m scripts.debug_pipeline explain --token T --at TIME`` shows, for each of the
+eight patterns, the inputs at that bar and which condition passed or failed
+(:mod:`scripts.pipeline_explain`).
+
 The CLI is a set of subcommands (``tail``, ``replay`` and ``diff`` are to come): each one
 registers itself in :func:`build_parser` and gets the parsed arguments.
 """
@@ -325,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # One _add_<command>(subparsers) per subcommand; each sets func=cmd_<command>.
     _add_decode(subparsers)
+    from scripts.pipeline_explain import add_explain
+
+    add_explain(subparsers)
     return parser
 
 

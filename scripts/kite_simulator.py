@@ -27,6 +27,13 @@ beyond that it keeps only the latest packet per token (as a market-data server c
 for a slow consumer; ``ClientSession.conflated`` counts what was replaced). A client that
 keeps up gets every tick. In replay mode a slow client simply slows its own replay.
 
+Scenarios (``--scenarios FILE``, see :mod:`core.scenarios`): labelled episodes scripted
+on chosen equities (volume spike, breakouts, reversal, divergence, hidden accumulation,
+momentum, quiet stretches), sized on the baselines of ``--history`` (the directory the
+workers' baselines were bootstrapped from) so that the worker's volume ratio is the one
+planned; ``--labels-out FILE`` writes the ground truth, the alert ids each episode must
+produce (``--labels-only``: write it and exit).
+
 Test hooks: ``drop_connections()`` (abrupt close), ``silence(True)`` (nothing at all is
 sent, not even heartbeats: a dead-but-open connection), ``pause_market()`` /
 ``resume_market()``, ``inject_frame()`` (raw bytes, e.g. malformed frames),
@@ -664,7 +671,125 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--heartbeat-interval", type=float, default=1.0)
     parser.add_argument("--message-interval", type=float, default=60.0,
                         help="seconds between broadcast text messages (0 = never)")  # fmt: skip
-    return parser.parse_args(argv)
+    parser.add_argument("--scenarios", type=Path, default=None, metavar="FILE",
+                        help="labelled episodes to play (JSON, see core.scenarios); their "
+                        "tokens join the universe")  # fmt: skip
+    parser.add_argument("--history", type=Path, default=settings.state_dir / "history",
+                        metavar="DIR",
+                        help="history the workers' baselines were bootstrapped from "
+                        "(scripts.generate_history): episodes are sized on the same "
+                        "baselines and their tokens continue its last close "
+                        "(default: %(default)s)")  # fmt: skip
+    parser.add_argument("--labels-out", type=Path, default=None, metavar="FILE",
+                        help="write the scenario's ground truth (expected alert ids per "
+                        "episode) as JSON")  # fmt: skip
+    parser.add_argument("--labels-only", action="store_true",
+                        help="write --labels-out and exit without serving")  # fmt: skip
+    args = parser.parse_args(argv)
+    if (args.labels_out or args.labels_only) and args.scenarios is None:
+        parser.error("--labels-out and --labels-only need --scenarios")
+    if args.labels_only and args.labels_out is None:
+        parser.error("--labels-only needs --labels-out")
+    if args.scenarios is not None and args.replay is not None:
+        parser.error("--scenarios plays on the live market, not on --replay")
+    return args
+
+
+def scenario_inputs(
+    history: Path, tokens: Sequence[int]
+) -> tuple[dict[int, tuple[float, ...]], dict[int, float], list[str]]:
+    """What a scenario needs from the tokens' history, computed exactly as the workers'
+    baselines are (``scripts.bootstrap_baselines``): each token's expected volume per
+    minute-of-session slot (an episode's volumes are sized on it, so the ratio the
+    worker computes is the one planned) and its last close (the live day starts there,
+    so indicator state warmed on that history sees no artificial gap). Tokens without
+    history are reported in the notes; their episodes use the model's own expectation.
+    """
+    from config.settings import get_settings
+    from core.baselines import BaselinePolicy, expected_profile
+    from scripts.bootstrap_baselines import bootstrap
+
+    settings = get_settings()
+    policy = BaselinePolicy(
+        window=settings.baseline_sessions, min_sessions=settings.baseline_min_sessions
+    )
+    notes: list[str] = []
+    profiles: dict[int, tuple[float, ...]] = {}
+    closes: dict[int, float] = {}
+    if not history.is_dir():
+        return profiles, closes, [f"no history directory {history}: model volumes, master prices"]
+    report = bootstrap([history], policy=policy)
+    for token in tokens:
+        baseline = report.baselines.get(token)
+        profile = expected_profile(baseline, policy=policy) if baseline is not None else None
+        if profile is None:
+            notes.append(f"token {token}: no history in {history}: model volumes")
+            continue
+        profiles[token] = profile
+        closes[token] = float(report.indicators[token]["prev_close"])
+    return profiles, closes, notes
+
+
+def build_market(args: argparse.Namespace, master: InstrumentMaster) -> tuple[Any, str]:
+    """The live market of the command line, with its scenario if any, and a one-line
+    description for the log. A bad scenario is a ``SystemExit`` with the reason."""
+    from config.patterns import pattern_config
+    from config.settings import get_settings
+    from core.market_simulator import MarketSimulator
+    from core.scenarios import ScenarioError, load_scenario
+
+    settings = get_settings()
+    start = market_start(args.start)
+    instruments = simulated_universe(master, args.tokens, start)
+    if args.scenarios is None:
+        market = MarketSimulator(instruments, args.seed, start, master=master)
+        return market, (
+            f"{len(instruments)} instruments, seed {args.seed}, market from {start.isoformat()}"
+        )
+
+    def resolve(exchange: str, symbol: str) -> int | None:
+        inst = master.by_symbol(exchange, symbol)
+        return inst.instrument_token if inst is not None else None
+
+    try:
+        scenario = load_scenario(
+            args.scenarios,
+            default_date=start.date(),
+            resolve_symbol=resolve,
+            config=pattern_config(settings),
+            volume_window=settings.volume_window,
+        )
+        taken = {inst.instrument_token for inst in instruments}
+        for token in scenario.tokens:
+            inst = master.get(token)
+            if inst is None:
+                raise ScenarioError(f"scenario token {token} is not in the instrument master")
+            if token not in taken:
+                instruments.append(inst)
+                taken.add(token)
+        profiles, closes, notes = scenario_inputs(args.history, scenario.tokens)
+        for note in notes:
+            log.warning("scenario: %s", note)
+        market = MarketSimulator(
+            instruments,
+            args.seed,
+            start,
+            master=master,
+            scenario=scenario,
+            baselines=profiles,
+            reference_prices=closes,
+        )
+    except ScenarioError as exc:
+        raise SystemExit(f"kite_simulator: {exc}") from None
+    if args.labels_out is not None:
+        symbols = {t: inst.tradingsymbol for t in scenario.tokens if (inst := master.get(t))}
+        args.labels_out.parent.mkdir(parents=True, exist_ok=True)
+        args.labels_out.write_text(json.dumps(market.ground_truth(symbols), indent=1) + "\n")
+    description = (
+        f"{len(instruments)} instruments, seed {args.seed}, market from {start.isoformat()}, "
+        f"{len(scenario.episodes)} scenario episodes on {len(scenario.tokens)} tokens"
+    )
+    return market, description
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -674,15 +799,11 @@ async def _serve(args: argparse.Namespace) -> None:
     market: Market | None = None
     universe = ""
     if args.replay is None:
-        from core.market_simulator import MarketSimulator
-
-        start = market_start(args.start)
         master = InstrumentMaster.load(settings.instruments_path)
-        instruments = simulated_universe(master, args.tokens, start)
-        market = MarketSimulator(instruments, args.seed, start, master=master)
-        universe = (
-            f"{len(instruments)} instruments, seed {args.seed}, market from {start.isoformat()}"
-        )
+        market, universe = build_market(args, master)
+        if args.labels_only:
+            log.info("scenario labels written to %s", args.labels_out)
+            return
     elif not args.replay.is_file():
         raise SystemExit(f"kite_simulator: replay file not found: {args.replay}")
     server = KiteSimulatorServer(

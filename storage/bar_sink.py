@@ -63,11 +63,16 @@ async def write_bars(
     return written
 
 
-async def write_hashes(client: aioredis.Redis, hashes: Mapping[str, Mapping[str, str]]) -> None:
-    """Writes whole hashes (absolute values: idempotent) in one pipeline."""
+async def write_hashes(
+    client: aioredis.Redis, hashes: Mapping[str, Mapping[str, str]], ttl: int = 0
+) -> None:
+    """Writes whole hashes (absolute values: idempotent) in one pipeline; with ``ttl`` > 0
+    each lives that many seconds after its last write (``TICKFLOW_ANALYTICS_TTL``)."""
     if not hashes:
         return
     pipe = client.pipeline(transaction=False)
     for key, fields in hashes.items():
         pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
+        if ttl > 0:
+            pipe.expire(key, ttl)
     await pipe.execute()

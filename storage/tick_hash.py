@@ -121,6 +121,11 @@ def pack_hset(key: str, fields: Mapping[str, str]) -> bytes:
     return b"".join(parts)
 
 
+def pack_expire(key: str, ttl: int) -> bytes:
+    """``EXPIRE key ttl`` in RESP."""
+    return b"*3\r\n$6\r\nEXPIRE\r\n" + _bulk(key) + _bulk(str(ttl))
+
+
 def pack_tick_hset(key: str, values: tuple[str, ...]) -> bytes:
     """``HSET key field value ...`` for one tick, in the Redis wire protocol (RESP).
 

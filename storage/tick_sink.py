@@ -5,12 +5,17 @@ pipelined round trip: per-tick round trips would cap the tick hop far below the 
 rate (DESIGN: under 10k/s vs 100k+/s pipelined). A Redis outage never drops a batch:
 the write is retried with capped backoff until it succeeds, so the consumer stops
 acknowledging offsets (backpressure) instead of losing ticks.
+
+Expiry (``TICKFLOW_TICK_TTL``): a token's hash lives a week after its last tick, so the
+keys of expired contracts go away. The EXPIRE is refreshed at most every hour per key
+(not with every write: it would add a command per tick for a deadline a week away).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 import redis.asyncio as aioredis
@@ -18,7 +23,7 @@ from redis.exceptions import RedisError
 
 from core.tick import Tick
 from storage.keys import Keys
-from storage.tick_hash import pack_hset, pack_tick_hset, tick_values
+from storage.tick_hash import pack_expire, pack_hset, pack_tick_hset, tick_values
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,8 @@ class TickSink:
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
         on_error: Callable[[BaseException], None] | None = None,
+        ttl: int = 0,
+        hashes_ttl: int = 0,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -42,6 +49,10 @@ class TickSink:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._on_error = on_error
+        self._ttl = ttl
+        self._hashes_ttl = hashes_ttl
+        #: key -> monotonic time of its last EXPIRE
+        self._expired_at: dict[str, float] = {}
 
     async def write(
         self,
@@ -54,13 +65,19 @@ class TickSink:
             return
         delay = self._backoff_initial
         key, symbols = self._keys.tick, self._symbols
-        payload = b"".join(
-            pack_tick_hset(key(token), tick_values(tick, received_at_ms, *symbols(token)))
-            for token, (tick, received_at_ms) in latest.items()
-        )
+        names = [key(token) for token in latest]
+        parts = [
+            pack_tick_hset(name, tick_values(tick, received_at_ms, *symbols(token)))
+            for name, (token, (tick, received_at_ms)) in zip(names, latest.items(), strict=True)
+        ]
         if hashes:
-            payload += b"".join(pack_hset(name, fields) for name, fields in hashes.items())
-        replies = len(latest) + len(hashes or ())
+            parts += [pack_hset(name, fields) for name, fields in hashes.items()]
+        expiring = self._due_for_expiry(names, self._ttl)
+        if hashes:
+            expiring += self._due_for_expiry(list(hashes), self._hashes_ttl)
+        parts += [pack_expire(name, ttl) for name, ttl in expiring]
+        payload = b"".join(parts)
+        replies = len(parts)
         while True:
             try:
                 await self._send(payload, replies)
@@ -77,6 +94,17 @@ class TickSink:
                 delay = min(delay * 2, self._backoff_max)
                 continue
             return
+
+    def _due_for_expiry(self, names: list[str], ttl: int) -> list[tuple[str, int]]:
+        if ttl <= 0:
+            return []
+        now = time.monotonic()
+        every = min(3600.0, ttl / 2)
+        seen = self._expired_at
+        due = [name for name in names if now - seen.get(name, -every) >= every]
+        for name in due:
+            seen[name] = now
+        return [(name, ttl) for name in due]
 
     async def _send(self, payload: bytes, replies: int) -> None:
         """One round trip for the whole batch: the packed commands on one pooled

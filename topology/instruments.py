@@ -10,6 +10,7 @@ from config.instruments import InstrumentMaster
 from storage.instrument_store import publish_instruments
 from storage.keys import Keys
 from storage.redis_client import async_redis
+from storage.redis_manager import RedisManager
 from topology import metrics
 from topology.app import app, settings
 
@@ -39,7 +40,11 @@ def tick_size_of(token: int) -> float:
 
 @app.task
 async def load_instruments() -> None:
-    """Publish the instrument master to Redis (idempotent; every worker may do it)."""
+    """Check the Redis schema marker (a clear error on a legacy or foreign keyspace, see
+    ``storage.redis_manager``), then publish the instrument master (idempotent; every
+    worker may do it)."""
+    features = await RedisManager(settings).start()
+    log.info("Redis: %s", features.describe())
     client = async_redis(settings)
     try:
         rows = instrument_master().frame.rows(named=True)

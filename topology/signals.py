@@ -106,7 +106,7 @@ async def on_bar(client: Any, sink: AlertSink, bar: Bar, vol: dict[str, str]) ->
         log.warning("bar of %s not usable for patterns: %s", token, exc)
         evaluated = None
     # Outputs first, state last (see the module docstring).
-    await write_hashes(client, {keys.indicators(token): result.to_redis()})
+    await write_hashes(client, {keys.indicators(token): result.to_redis()}, settings.analytics_ttl)
     await indicators_topic.send(key=key.encode(), value=result.to_dict())
     metrics.INDICATOR_RESULTS.inc()
     if evaluated is not None:
@@ -139,6 +139,7 @@ async def warm_indicators(stream: faust.StreamT[Any]) -> None:
         if (result := incoming.result()) is not None:
             client = async_redis(settings)
             try:
-                await write_hashes(client, {keys.indicators(int(key)): result.to_redis()})
+                hashes = {keys.indicators(int(key)): result.to_redis()}
+                await write_hashes(client, hashes, settings.analytics_ttl)
             finally:
                 await client.aclose()

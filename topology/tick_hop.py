@@ -293,7 +293,14 @@ commit_gate = CommitGate(settings.topic_ticks)
 async def tick_hop(stream: faust.StreamT[bytes]) -> None:
     global hop
     client = async_redis(settings)
-    sink = TickSink(client, keys, symbol_of, on_error=lambda _exc: metrics.REDIS_ERRORS.inc())
+    sink = TickSink(
+        client,
+        keys,
+        symbol_of,
+        on_error=lambda _exc: metrics.REDIS_ERRORS.inc(),
+        ttl=settings.tick_ttl,
+        hashes_ttl=settings.analytics_ttl,
+    )
     greeks = GreeksStage(instrument_master())
     market = MarketFeed(greeks.underlyings, settings.vix_token, settings.greeks_min_interval)
     hop = TickHop(sink, settings.watermark_grace, commit_gate, greeks, market)

@@ -8,6 +8,14 @@ here. Every step is idempotent: the analytics state ignores a bar at or before i
 one, the session accumulator keys bars by slot, Redis stream ids are bar starts and the
 ``vol`` hash holds absolute values; so bars re-emitted after a tick-hop restart change
 nothing.
+
+Topic sends are buffered, so "outputs before state" does not hold for the ``volume``
+topic: the producer may deliver the table's changelog record and lose the topic record
+in a ``kill -9``, and the restarted worker would then see the bar as a re-delivery and
+never send it downstream. So the state remembers the results of its last few bars and
+re-sends them when such a bar comes again (the signal agent ignores what it has seen).
+A token has at most one or two bars in flight (one bar a minute, a few seconds between
+producer flushes), so a short memory is enough.
 """
 
 from __future__ import annotations
@@ -39,8 +47,12 @@ log = logging.getLogger(__name__)
 
 volume_topic = token_topic(settings.topic_volume)
 baselines_topic = token_topic(settings.topic_baselines)
-#: token (as str) -> {"a": analytics state, "b": baseline, "acc": session accumulator}
+#: token (as str) -> {"a": analytics state, "b": baseline, "acc": session accumulator,
+#: "r": [[bar start, vol fields], ...] of the last bars}
 volume_table = app.Table("volume-analytics", default=None, partitions=settings.topic_partitions)
+
+#: Bars whose results a token remembers for re-sending (see the module docstring).
+RESENDABLE = 4
 
 POLICY = BaselinePolicy(
     window=settings.baseline_sessions, min_sessions=settings.baseline_min_sessions
@@ -61,13 +73,22 @@ class TokenVolume:
             else TokenBaseline.for_token(token)
         )
         self.acc = SessionAccumulator.from_dict(record["acc"]) if record.get("acc") else None
+        self.recent: list[list[Any]] = list(record.get("r") or [])
 
     def to_record(self) -> dict[str, Any]:
         return {
             "a": self.analytics.to_dict(),
             "b": self.baseline.to_dict(),
             "acc": self.acc.to_dict() if self.acc else None,
+            "r": self.recent,
         }
+
+    def remember(self, bar: Bar, fields: dict[str, str]) -> None:
+        self.recent = [*self.recent[-(RESENDABLE - 1) :], [bar.start, fields]]
+
+    def recalled(self, bar: Bar) -> dict[str, str] | None:
+        """The results of a bar already applied, if it is one of the last few."""
+        return next((fields for start, fields in self.recent if start == bar.start), None)
 
     def close_session(self) -> None:
         """Fold the accumulated session into the baseline (at its last slot or when the
@@ -116,15 +137,22 @@ async def volume(stream: faust.StreamT[Any]) -> None:
             fields = state.on_bar(bar)
             if fields is None:
                 metrics.BARS_DUPLICATE.inc()
-                # Still (re)write the bar: an earlier attempt may have died before Redis.
+                # Still (re)write the bar: an earlier attempt may have died before Redis,
+                # or before the producer delivered its volume record.
                 await write_bars(client, keys, [bar], maxlen)
+                if (recalled := state.recalled(bar)) is not None:
+                    value = {"bar": bar.to_dict(), "vol": recalled}
+                    await volume_topic.send(key=key.encode(), value=value)
                 continue
             # Outputs first, state last: a crash in between re-delivers the bar to a state
             # that has not seen it, which rewrites the same values. (State first, and a
             # crash would leave a state that skips the bar whose outputs never landed.)
             await write_bars(client, keys, [bar], maxlen)
-            await write_hashes(client, {keys.vol(bar.instrument_token): fields})
+            await write_hashes(
+                client, {keys.vol(bar.instrument_token): fields}, settings.analytics_ttl
+            )
             await volume_topic.send(key=key.encode(), value={"bar": bar.to_dict(), "vol": fields})
+            state.remember(bar, fields)
             volume_table[key] = state.to_record()
             metrics.VOLUME_RESULTS.inc()
     finally:

@@ -18,7 +18,7 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +143,15 @@ async def test_greeks_regime_and_indicators_agree_with_outside_oracles(
         worker = processes.start("worker", worker_args, env)
         ingestor = processes.start("ingestor", ["-m", "scripts.run_ingestor"], env)
         assert ingestor.poll() is None, processes.log_tail("ingestor")
-        await asyncio.sleep(14)  # 30x: about seven simulated minutes
+        # Let the market run until the worker has mirrored seven simulated minutes of
+        # NIFTY (30x speed; start-up time varies with the machine's load).
+        deadline = asyncio.get_running_loop().time() + 120
+        until = (start + timedelta(minutes=7)).timestamp()
+        while asyncio.get_running_loop().time() < deadline:
+            stamp = await client.hget(f"{prefix}tick:256265", "exchange_timestamp")
+            if stamp and datetime.fromisoformat(stamp).timestamp() >= until:
+                break
+            await asyncio.sleep(0.5)
         assert worker.poll() is None, processes.log_tail("worker")
         server.pause_market()
         await asyncio.sleep(3)  # the last flush lands

@@ -95,3 +95,20 @@ def test_key_names_follow_schema_v1(prefix):
     assert keys.bars_1m(5) == f"{prefix}bars:1m:5"
     assert keys.symbol("NSE", "INFY") == f"{prefix}symbol:NSE:INFY"
     assert keys.schema == f"{prefix}tickflow:schema"
+
+
+async def test_hashes_expire_a_ttl_after_their_write(redis_endpoint):
+    client = aioredis.Redis.from_url(redis_endpoint.url, decode_responses=True)
+    keys = Keys("ttltest:")
+    sink = TickSink(client, keys, lambda token: ("INFY", "NSE"), ttl=600, hashes_ttl=60)
+    try:
+        await sink.write(
+            {408065: (full_tick(408065, 1500.5, 1000), 0)}, {"ttltest:greeks:1": {"iv": "0.2"}}
+        )
+        assert 590 < await client.ttl("ttltest:tick:408065") <= 600
+        assert 50 < await client.ttl("ttltest:greeks:1") <= 60
+        untimed = TickSink(client, Keys("ttltest2:"), lambda token: ("", ""))
+        await untimed.write({1: (full_tick(1, 10.0, 1), 0)})
+        assert await client.ttl("ttltest2:tick:1") == -1, "ttl 0: the hash never expires"
+    finally:
+        await client.aclose()

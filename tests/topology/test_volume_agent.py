@@ -39,3 +39,19 @@ def test_a_full_session_becomes_one_baseline_session_and_survives_a_round_trip()
     # 37,500 a day over 375 slots, x1.8 for 09:15-10:00: 180 expected for the first minute.
     assert float(fields["baseline_volume"]) == 180.0
     assert float(fields["volume_ratio_raw"]) == 300 / 180
+
+
+def test_the_last_bars_results_are_recalled_for_a_redelivery_after_a_restart():
+    state = TokenVolume(RELIANCE, None)
+    bars = session_bars(date(2026, 11, 23), 100)
+    results = []
+    for bar in bars[:10]:
+        fields = state.on_bar(bar)
+        assert fields is not None
+        state.remember(bar, fields)
+        results.append(fields)
+    state = TokenVolume(RELIANCE, state.to_record())  # through the table
+    assert state.on_bar(bars[9]) is None  # re-delivered: not recomputed...
+    assert state.recalled(bars[9]) == results[9]  # ...but its results can be re-sent
+    assert state.recalled(bars[6]) == results[6]
+    assert state.recalled(bars[5]) is None, "only the last few bars are remembered"
