@@ -225,10 +225,17 @@ def _observe_http(url: str, health_path: str, timeout: float) -> HttpView:
     view = HttpView(url)
     try:
         view.status, payload = _http_get(url + health_path, timeout)
-        view.body = json.loads(payload) if payload else {}
     except (OSError, ValueError) as exc:
-        view.error = _error_text(exc)
+        view.error = f"unreachable ({_error_text(exc)})"
         return view
+    try:
+        body = json.loads(payload) if payload else {}
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        view.error = f"{health_path} answered HTTP {view.status} without a JSON object"
+        return view
+    view.body = body
     with contextlib.suppress(OSError, ValueError):
         status, payload = _http_get(url + "/metrics", timeout)
         if status == 200:
@@ -457,7 +464,7 @@ def check_lag(obs: Observations, settings: Settings, options: Options) -> CheckR
 
 def _worker_problem(view: HttpView, max_lag: int) -> str | None:
     if view.error is not None:
-        text = f"{view.url} unreachable ({view.error})"
+        text = f"{view.url} {view.error}"
         if view.process_note:
             text += f"; {view.process_note}"
         return text
@@ -548,7 +555,7 @@ def check_ingestor(obs: Observations) -> CheckResult:
             "ingestor", "SKIP", "metrics port off (TICKFLOW_INGESTOR_METRICS_PORT=0)"
         )
     if view.error is not None:
-        return CheckResult("ingestor", "FAIL", f"{view.url} unreachable ({view.error})")
+        return CheckResult("ingestor", "FAIL", f"{view.url} {view.error}")
     body = view.body or {}
     conns = _connections(view)
     states = ", ".join(f"#{c.get('index')} {c.get('state')}" for c in conns) or "none"
@@ -601,7 +608,7 @@ def _ingestor_state(obs: Observations) -> str:
     if view is None:
         return "the ingestor's state is unknown (its metrics port is off)"
     if view.error is not None:
-        return f"the ingestor is unreachable at {view.url}"
+        return f"the ingestor at {view.url}: {view.error}"
     conns = _connections(view)
     down = [c for c in conns if c.get("state") != "connected"]
     if view.status == 200 and not down:
@@ -632,7 +639,16 @@ def check_feed(obs: Observations, settings: Settings, options: Options) -> Check
             f"{topic} holds no tick: nothing was ever published; {_ingestor_state(obs)}",
         )
     age = max(0.0, obs.now - times.received_ms / 1000)
-    details = {"newest_receive_time": _iso(times.received_ms / 1000), "age_seconds": round(age, 3)}
+    details: dict[str, Any] = {
+        "newest_receive_time": _iso(times.received_ms / 1000),
+        "age_seconds": round(age, 3),
+        # Per partition: a silent one (while others flow) points at the tokens on it.
+        "partition_age_seconds": {
+            str(partition): round(max(0.0, obs.now - newest / 1000), 3)
+            for partition, tail in sorted(broker.tails.items())
+            if (newest := feed_times({partition: tail}).received_ms) is not None
+        },
+    }
     if age > options.stale_after:
         return CheckResult(
             "feed",

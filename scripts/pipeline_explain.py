@@ -301,8 +301,14 @@ def _regime_from_redis(settings: Any) -> tuple[str | None, float | None, str]:
         value: Any = stored.get(name.encode()) or stored.get(name) or b""
         return value.decode() if isinstance(value, bytes) else str(value)
 
-    vix = text("vix")
-    return text("regime") or None, float(vix) if vix else None, "Redis regime hash"
+    regime, vix = text("regime").strip().upper(), text("vix")
+    try:
+        value = float(vix) if vix else None
+    except ValueError:
+        value = None
+    if regime not in REGIMES:
+        return None, value, f"Redis regime {regime!r} not understood"
+    return regime, value, "Redis regime hash"
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -11,9 +11,10 @@ DESIGN.md) make the obvious aiokafka calls wrong there, so they are handled here
   batch on Tansu) and its high watermark is the real end. This is the approach of
   :func:`topology.broker_compat.true_end_offsets`, plus the records, which the health
   check decodes for its freshness checks.
-* ``ListOffsets`` by timestamp (``offsets_for_times``) answers offset 0 with timestamp -1
-  for any instant. :func:`offsets_for_time` accepts the broker's answer only when it is
-  plausible and otherwise binary-searches the partition by record timestamp.
+* ``ListOffsets`` by timestamp (``offsets_for_times``) answers offset 0 for any instant
+  (with timestamp -1, or the current time). :func:`offsets_for_time` checks the broker's
+  answer against the records around it and otherwise binary-searches the partition by
+  record timestamp.
 
 Every client here is group-less except :func:`committed_offsets`, which only reads a
 group's committed offsets (OffsetFetch) and never joins the group, so it cannot trigger
@@ -191,6 +192,27 @@ async def _first_record_at(
     raise KafkaTimeoutError(f"no record of {tp} at offset {offset} within {timeout:.0f}s")
 
 
+async def _is_first_at_or_after(
+    consumer: AIOKafkaConsumer,
+    tp: TopicPartition,
+    tail: PartitionTail,
+    offset: int,
+    timestamp_ms: int,
+    timeout: float,
+) -> bool:
+    """Whether ``offset`` is the first offset whose record is at or after the instant:
+    its record (if any) is not before it, and the record before it is."""
+    if not tail.begin <= offset <= tail.end:
+        return False
+    record = await _first_record_at(consumer, tp, offset, timeout)
+    if record is not None and record.timestamp < timestamp_ms:
+        return False
+    if offset == tail.begin:
+        return True
+    previous = await _first_record_at(consumer, tp, offset - 1, timeout)
+    return previous is None or previous.offset >= offset or previous.timestamp < timestamp_ms
+
+
 async def offsets_for_time(
     consumer: AIOKafkaConsumer,
     tails: dict[TopicPartition, PartitionTail],
@@ -201,9 +223,10 @@ async def offsets_for_time(
     """Per partition, the first offset whose record timestamp is at or after the instant
     (the end offset when there is none). ``tails`` come from :func:`read_tails`.
 
-    The broker is asked first; an answer that cannot be right (a timestamp before the
-    instant, as Tansu's offset 0 with timestamp -1) falls back to a binary search over
-    the records' timestamps, which assumes they grow along the partition (producer
+    The broker is asked first, and its answer is checked against the records around it
+    (two fetches): Tansu 0.6.0 answers offset 0 with the current time as timestamp for
+    any instant. An answer that fails the check falls back to a binary search over the
+    records' timestamps, which assumes they grow along the partition (producer
     CreateTime: true for the ingestor's ticks up to clock steps).
     """
     result: dict[TopicPartition, int] = {}
@@ -220,17 +243,11 @@ async def offsets_for_time(
     try:
         for tp, tail in live.items():
             answer = answered.get(tp)
-            if answer is None:
-                # None is "no record at or after the instant" on a correct broker; check
-                # the last record before believing it.
-                last = tail.records[-1] if tail.records else None
-                if last is not None and last.timestamp < timestamp_ms:
-                    result[tp] = tail.end
-                    continue
-            elif answer.timestamp >= timestamp_ms and tail.begin <= answer.offset <= tail.end:
-                result[tp] = int(answer.offset)
+            offset = tail.end if answer is None else int(answer.offset)
+            if await _is_first_at_or_after(consumer, tp, tail, offset, timestamp_ms, timeout):
+                result[tp] = offset
                 continue
-            low, high = tail.begin, tail.end  # answer in [low, high]
+            low, high = tail.begin, tail.end  # the answer lies in [low, high]
             while low < high:
                 mid = (low + high) // 2
                 record = await _first_record_at(consumer, tp, mid, timeout)

@@ -75,3 +75,7 @@ TICKS_LAG = Gauge(
     "tickflow_worker_ticks_lag", "Tick records behind the partition end", ["partition"]
 )
 WORKER_READY = Gauge("tickflow_worker_ready", "1 when /health/ready would answer 200")
+TICKS_WITHOUT_CLOCK = Counter(
+    "tickflow_worker_ticks_without_clock_total",
+    "Ticks mirrored but not applied: no exchange time yet on their partition",
+)

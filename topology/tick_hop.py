@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 #: Ticks processed while a flush is in flight before processing waits for it: bounds
 #: memory (and the uncommitted tail) when Redis or the broker is slow.
 MAX_HELD = 500_000
+#: Seconds of receive time without any exchange time after which a partition's clock
+#: becomes the receive time (see TickHop._event_time).
+RECEIVE_CLOCK_AFTER = 60
 
 bars_topic = token_topic(settings.topic_bars)
 #: token (as str) -> {"p": partition, "s": TokenVolumeState.to_dict()}
@@ -80,6 +83,11 @@ class TickHop:
         self.loaded: set[int] = set()
         self.swept: dict[int, int] = {}
         self.dirty: dict[int, dict[int, int]] = {}
+        #: partition -> the latest exchange timestamp seen (event time for ticks without one)
+        self.exchange_time: dict[int, int] = {}
+        #: partitions whose clock is the receive time; partition -> first unclocked tick
+        self.receive_clocked: set[int] = set()
+        self.unclocked_since: dict[int, int] = {}
         #: partition -> the offset after the last tick processed
         self.next_offset: dict[int, int] = {}
         self.since_flush = 0
@@ -117,6 +125,9 @@ class TickHop:
             self.swept.pop(partition, None)
             self.dirty.pop(partition, None)
             self.next_offset.pop(partition, None)
+            self.exchange_time.pop(partition, None)
+            self.receive_clocked.discard(partition)
+            self.unclocked_since.pop(partition, None)
             self.unconfirmed.pop(partition, None)
             self.confirmed.pop(partition, None)
 
@@ -152,7 +163,9 @@ class TickHop:
         if state is None:
             state = self.states[token] = TokenVolumeState(token)
             self.tokens_of[partition].add(token)
-        event_time = tick.exchange_timestamp or record.received_at_ms // 1000
+        event_time = self._event_time(partition, tick.exchange_timestamp, record.received_at_ms)
+        if event_time is None:
+            return  # mirrored; the engine waits for the partition's clock (see below)
         if token in self.market.watched:
             self.market.observe(token, tick.last_price, event_time)
         bars = apply_tick(
@@ -169,6 +182,36 @@ class TickHop:
         if minute > self.swept.get(partition, -1):
             self.swept[partition] = minute
             await self._sweep(partition, offset, watermark)
+
+    def _event_time(
+        self, partition: int, exchange_time: int | None, received_at_ms: int
+    ) -> int | None:
+        """The tick's event time: its exchange time; for a packet without one (LTP, index
+        quote, the quote snapshot Kite sends on subscribe), the partition's latest
+        exchange time, so it never moves a token to another clock.
+
+        The ingestor's receive time is the clock only on a partition that carries no
+        exchange time at all (a quote-mode subscription) for ``RECEIVE_CLOCK_AFTER``
+        seconds: taken earlier, the snapshots sent on subscribe would put every token on
+        the host's day and hour, which in a replay of a past session (or a simulated
+        day) is not the data's, and every later tick would be dropped as late. Until a
+        partition has a clock, its ticks are mirrored but not applied."""
+        if exchange_time:
+            if exchange_time > self.exchange_time.get(partition, 0):
+                self.exchange_time[partition] = exchange_time
+            return exchange_time
+        clock = self.exchange_time.get(partition)
+        if clock is not None:
+            return clock
+        received = received_at_ms // 1000
+        if partition not in self.receive_clocked:
+            since = self.unclocked_since.setdefault(partition, received)
+            if received - since < RECEIVE_CLOCK_AFTER:
+                metrics.TICKS_WITHOUT_CLOCK.inc()
+                return None
+            self.receive_clocked.add(partition)
+            log.info("partition %d carries no exchange time: receive time is its clock", partition)
+        return received
 
     async def _sweep(self, partition: int, offset: int, watermark: float) -> None:
         """Close what event time finished for every token of the partition, and

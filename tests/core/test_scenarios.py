@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import pytest
 
 from core.patterns import PATTERNS, make_config
 from core.scenarios import (
     Episode,
+    EpisodePlan,
     Scenario,
     ScenarioError,
     check_overlaps,
@@ -30,15 +32,9 @@ def expected(start: int) -> float:
     return 5000.0 + (start // 60 % 7) * 173.0
 
 
-def plan(kind: str, signal: str | None = "BUY", **scenario: object):  # type: ignore[no-untyped-def]
+def plan(kind: str, signal: str | None = "BUY", **scenario: Any) -> EpisodePlan:
     episode = Episode(TOKEN, kind, AT, signal, name=kind)
-    return plan_episode(
-        episode,
-        Scenario((), **scenario),
-        expected,
-        base_price=1512.4,
-        tick=0.05,  # type: ignore[arg-type]
-    )
+    return plan_episode(episode, Scenario((), **scenario), expected, base_price=1512.4, tick=0.05)
 
 
 # --- the file ------------------------------------------------------------------------

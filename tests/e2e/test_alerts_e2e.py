@@ -15,6 +15,13 @@ the ingestor and a Faust worker, which write alerts to Redis.
   second pipeline (its own app id and topics) writing to the same Redis: the alert ids
   are the labelled ones, the second replay adds no entry, and each pipeline's alerts
   topic holds the same set.
+
+The simulator stays silent until the ingestor's connection is in full mode. Otherwise
+the snapshot sent for the subscription in the default quote mode may go out first: it
+carries no exchange timestamp, the tick hop then takes the ingestor's receive time (the
+wall clock, not this simulated day) as its event time, and the token's session moves to
+today: every later tick counts as an earlier session and is ignored. (A pipeline issue,
+reported; it does not arise with live Kite, where receive time is close to exchange time.)
 """
 
 from __future__ import annotations
@@ -140,6 +147,19 @@ class Pipeline:
                 "--web-port", str(self.web_port)]  # fmt: skip
         group.start(f"{self.name}-{label}", args, self.env)
 
+    def metrics_text(self) -> str:
+        """The worker's own counters (for a failure message)."""
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError as exc:
+            return f"no metrics: {exc}"
+        return "; ".join(
+            line for line in text.splitlines()
+            if line.startswith("tickflow_worker_") and not line.startswith("tickflow_worker_lat")
+        )  # fmt: skip
+
     def metric(self, name: str) -> float:
         url = f"http://127.0.0.1:{self.web_port}/metrics"
         try:
@@ -192,7 +212,12 @@ class Pipeline:
 
 
 async def wait_for_indicators(
-    client: aioredis.Redis, prefix: str, until: datetime, timeout: float, logs: str
+    client: aioredis.Redis,
+    prefix: str,
+    until: datetime,
+    timeout: float,
+    logs: str,
+    pipeline: Pipeline | None = None,
 ) -> None:
     """Until every token's ``ind`` hash is at ``until`` or later: the signal stage has
     evaluated every bar before it."""
@@ -216,15 +241,22 @@ async def wait_for_indicators(
                 )
                 for t in behind
             }
+            ticks = {
+                t: await client.hget(f"{prefix}tick:{t}", "exchange_timestamp") for t in behind
+            }
+            worker = pipeline.metrics_text() if pipeline is not None else ""
             raise AssertionError(
-                f"not at {until} after {timeout:.0f}s (ind, vol, bars): {state}\n{logs}"
+                f"not at {until} after {timeout:.0f}s (ind, vol, bars): {state}\n"
+                f"tick mirror: {ticks}\nworker: {worker}\n{logs}"
             )
         await asyncio.sleep(0.5)
 
 
 async def redis_alerts(client: aioredis.Redis, prefix: str) -> tuple[list[str], int]:
+    """The ``alerts`` stream's alert ids in stream order, and the size of ``alerts:ids``."""
     entries = await client.xrange(f"{prefix}alerts")
-    return [fields["id"] for _, fields in entries], await client.zcard(f"{prefix}alerts:ids")
+    members: int = await client.zcard(f"{prefix}alerts:ids")
+    return [str(fields["id"]) for _, fields in entries or [] if fields], members
 
 
 def logs(group: ProcessGroup) -> str:
@@ -267,6 +299,11 @@ async def test_live_scenario_alerts_match_the_labels(
         )
         await server.start()
         server.pause_market()  # until the ingestor has subscribed: it sees the whole day
+        # Silent until the connection is in full mode: the snapshot a subscription gets in
+        # the default quote mode carries no exchange timestamp, and the tick hop would
+        # take the ingestor's wall-clock receive time (a day after this simulated
+        # session) as its event time and ignore the session (see the module docstring).
+        server.silence(True)
         env = {
             **pipeline.env,
             "TICKFLOW_INGESTOR_METRICS_PORT": "0",
@@ -277,15 +314,19 @@ async def test_live_scenario_alerts_match_the_labels(
         }
         processes.start("ingestor", ["-m", "scripts.run_ingestor"], env)
         deadline = time.monotonic() + 60
-        while not any(set(TOKENS) <= set(s) for s in server.subscriptions()):
+        full = dict.fromkeys(TOKENS, "full")
+        while not any(modes == full for modes in server.subscriptions()):
             assert time.monotonic() < deadline, logs(processes)
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(0.5)  # the subscribe snapshots go out first
+            await asyncio.sleep(0.1)
+        server.silence(False)
+        await asyncio.sleep(0.5)  # the full-mode snapshots go out first
         server.resume_market()
         while market.now < END:
             await asyncio.sleep(0.5)
         server.pause_market()
-        await wait_for_indicators(client, pipeline.prefix, LAST_LABELLED, 120, logs(processes))
+        await wait_for_indicators(
+            client, pipeline.prefix, LAST_LABELLED, 120, logs(processes), pipeline
+        )
         ids, members = await redis_alerts(client, pipeline.prefix)
 
         scored = report("live scenario", labels, ids)

@@ -4,17 +4,21 @@ A simulated session (200 tokens x 30 market minutes) is published once per run t
 own topics; an uninterrupted worker's final ``bars:1m:*``, ``vol:*`` and ``ind:*`` are the
 reference. Then the same ticks are processed by workers that are ``kill -9``-ed at random
 points and restarted (on their surviving RocksDB data directory, or on an empty one that
-must be rebuilt from the changelogs), alone or beside a second worker; the final Redis
-contents must equal the reference key by key.
+must be rebuilt from the changelogs), alone, or while workers join and leave (two, then
+three, one killed and restarted, one killed for good); the final Redis contents must
+equal the reference key by key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
 import time
+import urllib.error
+import urllib.request
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +27,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from config.instruments import InstrumentMaster
 from core import tick_envelope
@@ -85,6 +90,34 @@ class Run:
             "TICKFLOW_STATE_DIR": str(tmp / suffix),
         }
         self.starts = 0
+        self.ports: dict[int, int] = {}
+
+    async def replayed_at_recovery(self, slot: int, table: str, timeout: float = 120) -> float:
+        """Changelog records the worker in ``slot`` applied to ``table`` during the
+        recovery of its start (read once /health/ready says it recovered)."""
+        base = f"http://127.0.0.1:{self.ports[slot]}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{base}/health/ready", timeout=2) as response:
+                    recovered = json.loads(response.read())["recovered"]
+            except urllib.error.HTTPError as exc:  # 503: not ready, body still says why
+                recovered = json.loads(exc.read())["recovered"]
+            except OSError:
+                recovered = False
+            if recovered:
+                with urllib.request.urlopen(f"{base}/metrics", timeout=2) as response:
+                    text = response.read().decode()
+                for family in text_string_to_metric_families(text):
+                    for sample in family.samples:
+                        if (
+                            sample.name == "tickflow_worker_changelog_records_applied_total"
+                            and sample.labels.get("table") == table
+                        ):
+                            return sample.value
+                return 0.0
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"worker {slot} of {self.name} did not recover in {timeout}s")
 
     async def publish(self, records: list[tuple[bytes, bytes]]) -> None:
         topic = self.env["TICKFLOW_TOPIC_TICKS"]
@@ -102,10 +135,11 @@ class Run:
         self.starts += 1
         name = f"{self.name}-w{slot}-{self.starts}"
         datadir = datadir or str(self.tmp / f"{self.env['TICKFLOW_APP_ID']}-w{slot}-data")
+        self.ports[slot] = free_port()
         self.group.start(
             name,
             ["-m", "faust", "-A", "topology", "worker", "-l", "info",
-             "--web-port", str(free_port())],
+             "--web-port", str(self.ports[slot])],
             {**self.env, "TICKFLOW_WORKER_DATADIR": datadir},
         )  # fmt: skip
         self.group.procs[f"{self.name}-w{slot}"] = self.group.procs[name]
@@ -204,24 +238,36 @@ async def test_killed_and_restarted_workers_reach_the_uninterrupted_results(
         crash_run = Run("one", broker, redis_endpoint.url, tmp_path, processes)
         await crash_run.publish(records)
         crash_run.start_worker(0)
+        replayed: list[float] = []
         for round_, (low, high) in enumerate([(0.1, 0.3), (0.4, 0.6), (0.7, 0.9)]):
             await progress_to(client, crash_run, tokens, int(bars * rng.uniform(low, high)))
             await asyncio.sleep(rng.uniform(0, 1.5))
             crash_run.kill(0)
             empty = str(tmp_path / f"empty-{round_}") if round_ == 2 else None
             crash_run.start_worker(0, datadir=empty)
+            replayed.append(await crash_run.replayed_at_recovery(0, "volume-state"))
         differing = await reach(client, crash_run, tokens, reference, timeout=240)
         assert not differing, f"{len(differing)} keys differ: {differing[:5]}\n{logs(processes)}"
+        # A surviving data directory recovers from local RocksDB: only the changelog's
+        # tail is replayed; the empty one replays the whole changelog.
+        print(f"volume-state changelog records replayed at each restart: {replayed}")
+        assert replayed[2] >= TOKENS, replayed
+        assert max(replayed[:2]) < 0.25 * replayed[2], replayed
 
-        # Two workers sharing the partitions; one is killed and restarted.
-        pair_run = Run("two", broker, redis_endpoint.url, tmp_path, processes)
+        # Horizontal scaling during the replay: two workers share the partitions, a third
+        # joins, one is killed (-9) and restarted, then another is killed for good.
+        pair_run = Run("scale", broker, redis_endpoint.url, tmp_path, processes)
         await pair_run.publish(records)
         pair_run.start_worker(0)
         pair_run.start_worker(1)
-        await progress_to(client, pair_run, tokens, int(bars * rng.uniform(0.3, 0.7)))
-        victim = rng.choice([0, 1])
+        await progress_to(client, pair_run, tokens, int(bars * rng.uniform(0.15, 0.25)))
+        pair_run.start_worker(2)
+        await progress_to(client, pair_run, tokens, int(bars * rng.uniform(0.4, 0.5)))
+        victim = rng.choice([0, 1, 2])
         pair_run.kill(victim)
         pair_run.start_worker(victim)
+        await progress_to(client, pair_run, tokens, int(bars * rng.uniform(0.65, 0.75)))
+        pair_run.kill(rng.choice([slot for slot in (0, 1, 2) if slot != victim]))
         differing = await reach(client, pair_run, tokens, reference, timeout=300)
         assert not differing, f"{len(differing)} keys differ: {differing[:5]}\n{logs(processes)}"
     finally:

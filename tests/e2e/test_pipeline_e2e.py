@@ -71,7 +71,7 @@ def mismatches(expected: dict[str, float | int | str], stored: dict[str, str]) -
     problems = []
     for name, want in expected.items():
         got = stored.get(name)
-        if got is None:
+        if not got:
             problems.append(f"{name} missing")
         elif name == "mode":
             if got != want:
@@ -167,6 +167,19 @@ async def test_redis_holds_the_last_published_values_of_every_simulated_token(
             + processes.log_tail("worker")
         )
         assert server.sent_ticks > len(tokens), "the market actually moved"
+        # Bars close on event time although the simulated day is not the host's: the
+        # subscribe snapshots carry no exchange time and must not move a token to the
+        # wall-clock day (which would drop every later tick as late).
+        deadline = time.monotonic() + 60
+        while True:
+            pipe = client.pipeline(transaction=False)
+            for token in tokens:
+                pipe.xlen(f"{prefix}bars:1m:{token}")
+            counts = await pipe.execute()
+            if min(counts) >= 3 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+        assert min(counts) >= 3, f"bars per token: {sorted(counts)[:10]}..."
         # The worker's Prometheus endpoint reports what it did.
         url = f"http://127.0.0.1:{env['TICKFLOW_WORKER_WEB_PORT']}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:

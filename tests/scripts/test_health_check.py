@@ -9,10 +9,13 @@ the right reason; the stack must read healthy again once it recovers.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -146,6 +149,32 @@ def test_nothing_running_is_unhealthy_with_a_reason_per_service(tmp_path: Path) 
     assert "Traceback" not in human.stdout + human.stderr
 
 
+def test_explicit_workers_and_something_else_on_a_worker_port(tmp_path: Path) -> None:
+    """``--workers`` replaces the run file; a port answering HTML is no worker."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        other = f"http://127.0.0.1:{server.server_address[1]}"
+        nobody = f"http://127.0.0.1:{free_port()}"
+        env = {
+            "TICKFLOW_BROKER_URL": f"kafka://127.0.0.1:{free_port()}",
+            "TICKFLOW_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "TICKFLOW_INGESTOR_METRICS_PORT": "0",
+            "TICKFLOW_STATE_DIR": str(tmp_path / "state"),
+        }
+        done = run_cli(env, "--json", "--timeout", "2", "--workers", f"{other}/,{nobody}")
+        checks = by_name(json.loads(done.stdout)["checks"])
+        reason = checks["workers"]["reason"]
+        assert f"{other} /health/ready answered HTTP 501 without a JSON object" in reason
+        assert f"{nobody} unreachable" in reason
+        assert set(checks["workers"]["details"]) == {other, nobody}
+        assert checks["ingestor"]["status"] == "SKIP"  # metrics port 0: nothing to ask
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_secrets_are_never_printed(tmp_path: Path) -> None:
     secret_redis = "s3cret-redis-" + uuid.uuid4().hex
     secret_kite = "s3cret-kite-" + uuid.uuid4().hex
@@ -228,7 +257,9 @@ async def test_topics_lag_schema_and_an_old_feed_are_judged_from_the_broker(
     assert "has committed nothing" in checks["lag"]["reason"]
     assert checks["redis"]["status"] == "FAIL" and "is '2'" in checks["redis"]["reason"]
     assert checks["feed"]["status"] == "FAIL"
-    assert "stale: no tick published for 600s" in checks["feed"]["reason"]
+    published = re.search(r"stale: no tick published for (\d+)s", checks["feed"]["reason"])
+    assert published and 600 <= int(published.group(1)) < 700, checks["feed"]
+    assert 600 <= checks["feed"]["details"]["partition_age_seconds"][str(partition)] < 700
     assert checks["workers"]["status"] == "FAIL"
 
     # The app's group commits offset 2 of 6: a lag of 4, measured against the true end.
@@ -301,7 +332,13 @@ def healthy(results: Sequence[CheckResult]) -> bool:
 
 
 WORKER_ARGS = ["-m", "faust", "-A", "topology", "worker", "-l", "info"]
-STALE = 6.0
+STALE = 8.0
+
+
+async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """run_cli off the event loop: the in-process simulator must keep sending (a blocked
+    loop sends no heartbeat, and the ingestor would reconnect after its liveness timeout)."""
+    return await asyncio.to_thread(run_cli, env, *args)
 
 
 @pytest.mark.e2e
@@ -317,8 +354,8 @@ async def test_health_follows_a_real_stack_through_a_stopped_worker_and_a_stale_
     start = market_start(datetime.now(IST))
     universe = simulated_universe(master, 20, start)
     market = MarketSimulator(universe, seed=13, start=start)
-    # 2x: event time runs at twice the wall clock, so the processing check's 6 s of
-    # exchange time are 3 s of real lag.
+    # 2x: event time runs at twice the wall clock, so the processing check's 8 s of
+    # exchange time are 4 s of real lag.
     server = KiteSimulatorServer(market, port=0, api_key="hc-key", access_token="hc-tok", speed=2)
     await server.start()
     env.update(
@@ -350,25 +387,26 @@ async def test_health_follows_a_real_stack_through_a_stopped_worker_and_a_stale_
         # 1. Healthy once caught up.
         results = await wait_for(settings, healthy, 90, options)
         assert healthy(results), f"{failing(results)}\n{processes.log_tail('worker')}"
-        done = run_cli(env, "--json", "--stale-after", str(STALE))
+        done = await cli(env, "--json", "--stale-after", str(STALE))
         body = json.loads(done.stdout)
         assert done.returncode == 0 and body["healthy"], body["failures"]
         assert {c["status"] for c in body["checks"]} == {"OK"}, body["checks"]
-        human = run_cli(env, "--stale-after", str(STALE))
+        human = await cli(env, "--stale-after", str(STALE))
         assert human.returncode == 0 and "healthy" in human.stdout
         assert "UNHEALTHY" not in human.stdout
 
         # 2. The worker stops: unhealthy, and the reason names it.
         worker.terminate()
-        worker.wait(30)
-        done = run_cli(env, "--json", "--stale-after", str(STALE))
+        await asyncio.to_thread(worker.wait, 30)
+        done = await cli(env, "--json", "--stale-after", str(STALE))
         assert done.returncode == 1
         checks = by_name(json.loads(done.stdout)["checks"])
         reason = checks["workers"]["reason"]
         assert checks["workers"]["status"] == "FAIL"
         assert "unreachable" in reason and "has exited" in reason, reason
         assert checks["processing"]["status"] == "FAIL", checks["processing"]
-        assert checks["feed"]["status"] == "OK" and checks["ingestor"]["status"] == "OK"
+        assert checks["feed"]["status"] == "OK", checks["feed"]
+        assert checks["ingestor"]["status"] == "OK", checks["ingestor"]
 
         # 3. It comes back (same data directory): healthy again.
         start_worker("worker-again")
@@ -383,7 +421,7 @@ async def test_health_follows_a_real_stack_through_a_stopped_worker_and_a_stale_
         assert set(problems) == {"feed"}, problems
         assert "stale: no tick published" in problems["feed"]
         assert "every connection connected" in problems["feed"], problems["feed"]
-        done = run_cli(env, "--stale-after", str(STALE))
+        done = await cli(env, "--stale-after", str(STALE))
         assert done.returncode == 1 and "feed: stale" in done.stdout.replace("\n", " ")
 
         # 5. Ticks flow again: healthy.

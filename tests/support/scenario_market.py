@@ -17,10 +17,10 @@ end-to-end test (``tests/e2e/test_alerts_e2e.py``), so both judge the same episo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ LIVE_DAY = date(2026, 11, 24)  # a Tuesday
 START = datetime.combine(LIVE_DAY, time(9, 15), tzinfo=IST)
 TARGET = "09:38"
 SEED = 11
-SESSIONS = 8
+SESSIONS = 5
 
 #: (token, kind, signal); NSE equities priced well above 5000 ticks.
 EPISODES: tuple[tuple[int, str, str | None], ...] = (
@@ -99,7 +99,7 @@ class History:
 
 def make_history(directory: Path, tokens: Sequence[int] = TOKENS) -> History:
     days = weekdays_ending(LIVE_DAY - timedelta(days=1), SESSIONS)
-    generate(directory, list(tokens), days, seed=SEED, jobs=2)
+    generate(directory, list(tokens), days, seed=SEED, jobs=1)
     report = bootstrap([directory])
     assert set(report.baselines) == set(tokens), report.files_skipped
     for baseline in report.baselines.values():
@@ -170,7 +170,7 @@ def oracle_alerts(
                 analytics.setdefault(token, VolumeAnalyticsState()),
                 bar,
                 tick_size=0.05,
-                baseline=lambda slots, b=baseline: expected_window(b, slots),
+                baseline=partial(window_baseline, baseline),
                 baseline_source=source(baseline),
             )
             assert result is not None
@@ -195,6 +195,5 @@ def oracle_alerts(
     return alerts, closed
 
 
-def write_json(path: Path, data: Any) -> Path:
-    path.write_text(json.dumps(data, indent=1))
-    return path
+def window_baseline(baseline: TokenBaseline, slots: Sequence[int]) -> float | None:
+    return expected_window(baseline, slots)
