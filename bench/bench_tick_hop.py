@@ -6,11 +6,14 @@ ticks topic per contestant, then times, on the same records in the same run:
 
 1. a hand-written aiokafka consume loop (the ceiling),
 2. a bare Faust agent that only consumes (``bench/bare_agent_app.py``: the baseline),
-3. the real worker (``faust -A topology worker``): decode, volume engine, bars, table
-   checkpoints, the Redis mirror, held acknowledgements.
+3. the tick hop alone (``bench/tick_hop_app.py``: the topology's tick-rate agent without
+   the bar-rate agents): decode, volume engine, bars, table checkpoints, the Redis mirror
+   with Greeks, the commit gate;
+4. the whole worker (``faust -A topology worker``): the tick hop plus the volume and
+   signal agents (bars, volume ratios, indicators, patterns) in the same process.
 
-Each run gets a fresh broker; bare agent and tick hop alternate for ``--rounds`` pairs
-and the medians are compared. Rates are measured from the worker's first consumed record
+Each run gets a fresh broker; bare agent, tick hop and worker alternate for ``--rounds``
+rounds and the medians are compared. Rates are measured from the worker's first consumed record
 to its last (polling its counter), so start-up and group join are excluded. The
 instrument master is published to Redis beforehand, as it is on every worker start after
 the first with the same master (otherwise its one-off publication would overlap the first
@@ -35,7 +38,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.instruments import InstrumentMaster
@@ -45,9 +48,9 @@ from core.market_simulator import MarketSimulator
 from core.timeutil import IST
 from scripts.kite_simulator import simulated_universe
 from scripts.services import free_port, start_redis, start_tansu, stop_process
+from scripts.topic_io import publish_records
 from storage.instrument_store import publish_instruments
 from storage.keys import Keys
-from topology.topics import TopicSpec, ensure_topics
 
 PARTITIONS = 4
 START = datetime(2026, 11, 24, 9, 15, tzinfo=IST)
@@ -70,15 +73,7 @@ def build_records(ticks: int) -> list[tuple[bytes, bytes]]:
 
 
 async def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    await ensure_topics(bootstrap, [TopicSpec(topic, PARTITIONS)])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send(topic, value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await publish_records(bootstrap, topic, records, PARTITIONS)
 
 
 async def publish_master(redis_url: str) -> None:
@@ -182,8 +177,8 @@ def run_contestant(
         if name == "bare":
             return timed_worker("bench.bare_agent_app", env, f"{url}/count", "json", len(records))
         return timed_worker(
-            "topology", env, f"{url}/metrics", "tickflow_worker_ticks_consumed_total",
-            len(records),
+            "bench.tick_hop_app" if name == "hop" else "topology", env, f"{url}/metrics",
+            "tickflow_worker_ticks_consumed_total", len(records),
         )  # fmt: skip
     finally:
         stop_process(tansu)
@@ -193,18 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=150_000)
     parser.add_argument(
-        "--rounds", type=int, default=2, help="bare/hop pairs, alternated (median reported)"
+        "--rounds", type=int, default=2, help="bare/hop/worker rounds, alternated (medians)"
     )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="tickflow-bench-"))
     redis_port = free_port()
     redis = start_redis(redis_port, work / "redis.log")
-    runs: dict[str, list[float]] = {"raw": [], "bare": [], "hop": []}
+    runs: dict[str, list[float]] = {"raw": [], "bare": [], "hop": [], "worker": []}
     try:
         print(f"building {args.ticks:,} simulated full-mode ticks ...", flush=True)
         records = build_records(args.ticks)
         asyncio.run(publish_master(f"redis://127.0.0.1:{redis_port}/0"))
-        order = ["raw"] + ["bare", "hop"] * args.rounds
+        order = ["raw"] + ["bare", "hop", "worker"] * args.rounds
         for name in order:
             rate = run_contestant(name, records, redis_port, work)
             runs[name].append(rate)
@@ -217,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| consumer | records/s (runs) | vs bare Faust agent |")
     print("|---|---:|---:|")
     labels = {"raw": "aiokafka consume loop (ceiling)", "bare": "bare Faust agent (baseline)",
-              "hop": "tick hop (faust -A topology)"}  # fmt: skip
-    for name in ("raw", "bare", "hop"):
+              "hop": "tick hop alone (bench.tick_hop_app)",
+              "worker": "whole worker (faust -A topology)"}  # fmt: skip
+    for name in ("raw", "bare", "hop", "worker"):
         each = ", ".join(f"{r:,.0f}" for r in runs[name])
         ratio = rates[name] / rates["bare"]
         print(f"| {labels[name]} | {rates[name]:,.0f} ({each}) | {ratio:.2f} |")

@@ -30,10 +30,12 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import murmur2
+
+from topology.topics import TopicSpec, ensure_topics
 
 #: A consumer record as aiokafka yields it (key and value are raw bytes here).
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -260,3 +262,20 @@ async def offsets_for_time(
     finally:
         consumer.assign([])
     return result
+
+
+async def publish_records(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]], partitions: int
+) -> None:
+    """Create ``topic`` with ``partitions`` (never by auto-creation) and send ``records``
+    (key, value) to it, keyed like the pipeline's producers; returns once all are
+    acknowledged. For benches and tests that feed a pipeline pre-built ticks."""
+    await ensure_topics(bootstrap, [TopicSpec(topic, partitions)])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()

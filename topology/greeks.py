@@ -66,11 +66,16 @@ class GreeksStage:
         n = len(due)
         price, under, strike, t, flag = (np.empty(n) for _ in range(5))
         under_tokens: list[int] = []
+        # One replicated-table read per underlying, not per option: a chain shares it.
+        spots: dict[int, float | None] = {}
         for i, (token, tick, event_time) in enumerate(due):
             under_token, k, expiry, is_call = options[token]
             under_tokens.append(under_token)
             option_price = option_price_from_tick(tick, settings.greeks_max_spread)
-            spot = underlying_price(under_token)
+            if under_token in spots:
+                spot = spots[under_token]
+            else:
+                spot = spots[under_token] = underlying_price(under_token)
             price[i] = np.nan if option_price is None else option_price
             under[i] = np.nan if spot is None else spot
             strike[i] = k

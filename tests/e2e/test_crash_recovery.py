@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.instruments import InstrumentMaster
@@ -36,8 +35,8 @@ from core.market_simulator import MarketSimulator
 from core.timeutil import IST
 from scripts.kite_simulator import simulated_universe
 from scripts.services import free_port
+from scripts.topic_io import publish_records
 from tests.e2e.conftest import ProcessGroup
-from topology.topics import TopicSpec, ensure_topics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -120,16 +119,7 @@ class Run:
         raise AssertionError(f"worker {slot} of {self.name} did not recover in {timeout}s")
 
     async def publish(self, records: list[tuple[bytes, bytes]]) -> None:
-        topic = self.env["TICKFLOW_TOPIC_TICKS"]
-        await ensure_topics(self.bootstrap, [TopicSpec(topic, PARTITIONS)])
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20)
-        await producer.start()
-        try:
-            for key, value in records:
-                await producer.send(topic, value, key=key)
-            await producer.flush()
-        finally:
-            await producer.stop()
+        await publish_records(self.bootstrap, self.env["TICKFLOW_TOPIC_TICKS"], records, PARTITIONS)
 
     def start_worker(self, slot: int, datadir: str | None = None) -> None:
         self.starts += 1
