@@ -11,8 +11,11 @@ summarised on stderr, and the exit code is 0 unless the input could not be read.
 eight patterns, the inputs at that bar and which condition passed or failed
 (:mod:`scripts.pipeline_explain`).
 
-The CLI is a set of subcommands (``tail``, ``replay`` and ``diff`` are to come): each one
-registers itself in :func:`build_parser` and gets the parsed arguments.
+``tail``, ``replay`` and ``diff`` (topics from an offset or a time filtered by token or
+symbol; a recording or topic range into a separate pipeline instance; a token recomputed
+from its ticks with the core and compared with Redis) live in
+:mod:`scripts.pipeline_tools`. Each subcommand registers itself in :func:`build_parser`
+and gets the parsed arguments.
 """
 
 from __future__ import annotations
@@ -324,14 +327,16 @@ def _add_decode(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.debug_pipeline",
-        description="Inspect the tickflow pipeline: decode raw Kite frames (more to come).",
+        description="Inspect the tickflow pipeline: decode frames, tail, replay, diff, explain.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # One _add_<command>(subparsers) per subcommand; each sets func=cmd_<command>.
     _add_decode(subparsers)
     from scripts.pipeline_explain import add_explain
+    from scripts.pipeline_tools import register
 
     add_explain(subparsers)
+    register(subparsers)
     return parser
 
 

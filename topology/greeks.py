@@ -51,13 +51,17 @@ class GreeksStage:
         #: rate limiter: option token -> event time of its last computation
         self.last: dict[int, float] = {}
 
-    def compute(self, latest: Mapping[int, tuple[Tick, int]]) -> dict[int, dict[str, str]]:
-        """``greeks:{token}`` fields for every due option among the latest ticks."""
+    def compute(
+        self, latest: Mapping[int, tuple[Tick, int]], event_times: Mapping[int, int]
+    ) -> dict[int, dict[str, str]]:
+        """``greeks:{token}`` fields for every due option among the latest ticks, at the
+        event time the tick hop gave each (a tick without one, before its partition has
+        a clock, waits: time to expiry must come from the data)."""
         due: list[tuple[int, Tick, float]] = []
         options, last, interval = self.options, self.last, settings.greeks_min_interval
-        for token, (tick, received_at_ms) in latest.items():
-            if token in options:
-                event_time = float(tick.exchange_timestamp or received_at_ms / 1000)
+        for token, (tick, _received_at_ms) in latest.items():
+            if token in options and token in event_times:
+                event_time = float(tick.exchange_timestamp or event_times[token])
                 if should_compute(last.get(token), event_time, interval):
                     last[token] = event_time
                     due.append((token, tick, event_time))

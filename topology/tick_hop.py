@@ -92,6 +92,8 @@ class TickHop:
         self.next_offset: dict[int, int] = {}
         self.since_flush = 0
         self.latest: dict[int, tuple[Tick, int]] = {}
+        #: token -> event time of its latest tick (what the Greeks are computed at)
+        self.event_times: dict[int, int] = {}
         self.seen: set[int] = set()
         self.in_flight: asyncio.Task[None] | None = None
         #: partition -> tokens whose emitted bars the broker has not confirmed yet
@@ -121,6 +123,7 @@ class TickHop:
         for partition in partitions:
             for token in self.tokens_of.pop(partition, set()):
                 self.states.pop(token, None)
+                self.event_times.pop(token, None)
             self.loaded.discard(partition)
             self.swept.pop(partition, None)
             self.dirty.pop(partition, None)
@@ -166,6 +169,7 @@ class TickHop:
         event_time = self._event_time(partition, tick.exchange_timestamp, record.received_at_ms)
         if event_time is None:
             return  # mirrored; the engine waits for the partition's clock (see below)
+        self.event_times[token] = event_time
         if token in self.market.watched:
             self.market.observe(token, tick.last_price, event_time)
         bars = apply_tick(
@@ -284,7 +288,7 @@ class TickHop:
         safe: dict[int, int],
         confirming: dict[int, set[int]],
     ) -> None:
-        greeks = self.greeks.compute(latest)
+        greeks = self.greeks.compute(latest, self.event_times)
         hashes = {keys.greeks(token): fields for token, fields in greeks.items()}
         regime, self.market.regime_to_mirror = self.market.regime_to_mirror, None
         if regime is not None:

@@ -160,14 +160,13 @@ def expected_row(recording: Recording, received: int, packet: bytes) -> dict[str
 
 
 def test_register_adds_the_topic_tools_to_debug_pipeline() -> None:
-    """The lead wires ``register`` into debug_pipeline's parser: no clash with its own
-    subcommands, and each new one dispatches to its handler."""
+    """debug_pipeline's parser has the topic tools beside its own subcommands, and each
+    dispatches to its handler."""
     from scripts import debug_pipeline
-    from scripts.pipeline_tools import cmd_diff, cmd_replay, cmd_tail, register
+    from scripts.pipeline_tools import cmd_diff, cmd_replay, cmd_tail
 
     parser = debug_pipeline.build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    register(action)
     assert {"decode", "tail", "replay", "diff"} <= set(action.choices)
     assert parser.parse_args(["tail", "bars", "--from-time", "0"]).func is cmd_tail
     assert parser.parse_args(["replay", "--into", "x", "--topic", "t"]).func is cmd_replay
