@@ -44,6 +44,10 @@ bench: setup
 	$(PY) -m bench.bench_decoder
 	$(PY) -m bench.bench_ingestor
 	$(PY) -m bench.bench_market_simulator
+	$(PY) -m bench.bench_tick_hop
+	$(PY) -m bench.bench_indicators
+	$(PY) -m bench.bench_greeks
+	$(PY) -m bench.bench_migration
 
 clean:
 	rm -rf $(VENV) .tickflow .pytest_cache .mypy_cache .ruff_cache

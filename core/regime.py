@@ -115,3 +115,44 @@ def regime_state(
     """:func:`classify` one VIX tick at ``event_time`` (epoch seconds) into a state."""
     regime = classify(vix, normal_from=normal_from, high_from=high_from, panic_from=panic_from)
     return RegimeState(float(vix), regime, float(event_time))
+
+
+# --- the regime over time (the replicated table's value) ---------------------------------
+#: Regime changes kept with the latest state: enough for any bar a worker can still be
+#: behind on, bounded so the replicated value stays small.
+HISTORY_LENGTH: Final = 256
+
+
+def record_state(
+    value: Mapping[str, Any] | None, state: RegimeState, keep: int = HISTORY_LENGTH
+) -> dict[str, Any] | None:
+    """The table value after ``state``: the latest state plus ``history``, the regime
+    changes as ``[event_time, regime, vix]``; None when ``state`` is older than the
+    latest (a redelivered tick must not go back in time)."""
+    current = RegimeState.from_dict(value) if value else None
+    if not state.supersedes(current):
+        return None
+    history = list(value.get("history") or []) if value else []
+    if not history or history[-1][1] != state.regime.value:
+        history.append([state.event_time, state.regime.value, state.vix])
+    return {**state.to_dict(), "history": history[-keep:]}
+
+
+def state_at(value: Mapping[str, Any] | None, event_time: float) -> RegimeState | None:
+    """The regime in effect at ``event_time`` (a bar's end) per a :func:`record_state`
+    value: the latest state from its event time on, else the last change at or before
+    ``event_time`` (the earliest known change for an earlier time)."""
+    if not value:
+        return None
+    latest = RegimeState.from_dict(value)
+    if event_time >= latest.event_time:
+        return latest
+    history = value.get("history") or []
+    if not history:
+        return latest
+    chosen = history[0]
+    for change in history:
+        if change[0] > event_time:
+            break
+        chosen = change
+    return RegimeState(float(chosen[2]), Regime(chosen[1]), float(chosen[0]))

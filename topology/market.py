@@ -21,7 +21,7 @@ from typing import Any
 import faust
 
 from config.instruments import InstrumentMaster
-from core.regime import RegimeState, regime_state
+from core.regime import RegimeState, record_state, regime_state, state_at
 from topology.app import app, settings
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,18 @@ def _replicated(name: str) -> faust.types.TableT[str, Any]:
     )
 
 
-#: "regime" -> RegimeState.to_dict()
+#: "regime" -> core.regime.record_state(): the latest state and the regime changes
 regime_table = _replicated("regime")
 #: str(token) -> {"p": last price, "t": event time}
 underlying_prices = _replicated("underlying-prices")
 
 
-def current_regime() -> RegimeState | None:
-    value = regime_table.get(REGIME_KEY)
-    return RegimeState.from_dict(value) if value else None
+def regime_at(event_time: float) -> RegimeState | None:
+    """The regime in effect at ``event_time`` (a bar's end), not at processing time: a
+    bar evaluated late (a backlog, a replay, a restarted worker) sees the regime of its
+    own minute, so alerts do not depend on how fast the worker ran (exact as long as the
+    VIX ticks of that minute were processed first)."""
+    return state_at(regime_table.get(REGIME_KEY), event_time)
 
 
 def underlying_price(token: int) -> float | None:
@@ -119,6 +122,7 @@ class MarketFeed:
         except ValueError as exc:
             log.warning("VIX tick ignored: %s", exc)
             return
-        if state.supersedes(current_regime()):
-            regime_table[REGIME_KEY] = state.to_dict()
+        value = record_state(regime_table.get(REGIME_KEY), state)
+        if value is not None:
+            regime_table[REGIME_KEY] = value
             self.regime_to_mirror = state

@@ -8,7 +8,8 @@ re-delivers the bar to a state that has not seen it, which recomputes the same v
 and the alert sink refuses an alert id it already holds. A bar at or before the state's
 last one is a re-delivery and changes nothing.
 
-The regime comes from the replicated table (``topology.market``), read in memory.
+The regime comes from the replicated table (``topology.market``), read in memory, as it
+stood at the bar's end (``regime_at``), not when the bar happens to be processed.
 Indicator state can be warmed from history: ``scripts.bootstrap_baselines --publish``
 sends each token's backfilled state (``core.indicators.backfill``) with its baseline, and
 :func:`warm_indicators` installs it unless live bars are already newer.
@@ -31,7 +32,7 @@ from storage.redis_client import async_redis
 from topology import metrics
 from topology.app import app, settings, token_topic
 from topology.instruments import keys, symbol_of
-from topology.market import current_regime
+from topology.market import regime_at
 from topology.volume import baselines_topic, volume_topic
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ async def on_bar(client: Any, sink: AlertSink, bar: Bar, vol: dict[str, str]) ->
     if result is None:
         metrics.BARS_DUPLICATE.inc()
         return
-    regime = current_regime()
+    regime = regime_at(bar.start + 60)
     symbol, exchange = symbol_of(token)
     try:
         evaluated = evaluate(

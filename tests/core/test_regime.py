@@ -13,7 +13,9 @@ from core.regime import (
     Regime,
     RegimeState,
     classify,
+    record_state,
     regime_state,
+    state_at,
 )
 from core.timeutil import IST
 
@@ -96,3 +98,27 @@ def test_regime_is_a_string_for_the_wire() -> None:
     assert Regime.PANIC == "PANIC"
     assert json.dumps({"regime": Regime.NORMAL}) == '{"regime": "NORMAL"}'
     assert [r.value for r in Regime] == ["LOW", "NORMAL", "HIGH", "PANIC"]
+
+
+def test_the_regime_of_a_bar_is_the_one_in_effect_at_its_end_not_the_latest():
+    value = None
+    for t, vix in ((1000.0, 14.0), (1060.0, 14.5), (1120.0, 21.0), (1180.0, 26.0), (1240.0, 19)):
+        value = record_state(value, regime_state(vix, t)) or value
+    assert value is not None
+    assert [change[1] for change in value["history"]] == ["LOW", "HIGH", "PANIC", "NORMAL"]
+    assert state_at(value, 1100.0).regime is Regime.LOW  # a late bar: LOW then, NORMAL now
+    assert state_at(value, 1120.0).regime is Regime.HIGH
+    assert state_at(value, 1200.0).regime is Regime.PANIC
+    assert state_at(value, 5000.0) == regime_state(19, 1240.0)
+    assert state_at(value, 10.0).regime is Regime.LOW  # before any change: the earliest
+    assert state_at(None, 10.0) is None
+    # A redelivered older tick changes nothing.
+    assert record_state(value, regime_state(30.0, 1100.0)) is None
+
+
+def test_the_history_is_bounded():
+    value = None
+    for i in range(20):
+        value = record_state(value, regime_state(10.0 if i % 2 else 30.0, float(i)), keep=5)
+    assert value is not None and len(value["history"]) == 5
+    assert value["history"][-1][0] == 19.0
